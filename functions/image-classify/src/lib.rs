@@ -1,0 +1,239 @@
+//! `image-classify`: ImageNet classification as a Scoria scoring function.
+//!
+//! Request path: parse the body (raw image or JSON with base64 images) -> decode and
+//! preprocess as the model card says -> one `wasi:nn` compute for all images -> softmax and
+//! top-k -> JSON. Configuration comes from the manifest's `environment`:
+//!
+//! - `SCORIA_MODEL` (required): the model to use; its card is read from `/models/<name>/`.
+//! - `SCORIA_MAX_PIXELS` (default 40,000,000): larger images are refused before decoding.
+//! - `SCORIA_MAX_IMAGES` (default 32): the most images one JSON request may carry.
+
+use base64::Engine as _;
+use scoria_guest::card::Card;
+use scoria_guest::error::ApiError;
+use scoria_guest::nn::{infer, F32Tensor};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::{Method, Request};
+use vision::Preprocess;
+
+type Response = spin_sdk::http::Response<String>;
+
+const DEFAULT_K: usize = 5;
+
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> Response {
+    match classify(req).await {
+        Ok(json) => respond(200, json),
+        Err(e) => {
+            let mut r = respond(e.status, e.to_json());
+            if e.status == 405 {
+                r.headers_mut().insert("allow", "POST".parse().expect("static header"));
+            }
+            r
+        }
+    }
+}
+
+fn respond(status: u16, body: String) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = spin_sdk::http::StatusCode::from_u16(status)
+        .unwrap_or(spin_sdk::http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("static header"));
+    r
+}
+
+/// One ranked class.
+#[derive(Serialize)]
+struct Prediction<'a> {
+    index: usize,
+    label: &'a str,
+    score: f32,
+}
+
+/// The answer for one image.
+#[derive(Serialize)]
+struct Classification<'a> {
+    model: &'a str,
+    predictions: Vec<Prediction<'a>>,
+}
+
+/// The JSON request forms: the reference architecture's `input`, or several `images`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    input: Option<String>,
+    images: Option<Vec<String>>,
+}
+
+/// What the client sent, before decoding.
+enum Images {
+    One(Vec<u8>),
+    Many(Vec<Vec<u8>>),
+}
+
+async fn classify(req: Request) -> Result<String, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::new(405, "method_not_allowed", "use POST with an image body"));
+    }
+    let k = parse_k(req.uri().query())?;
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let max_images = env_usize("SCORIA_MAX_IMAGES", 32);
+    let body = req
+        .into_body()
+        .bytes()
+        .await
+        .map_err(|e| ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}")))?;
+
+    let images = match content_type.as_deref() {
+        Some("image/jpeg" | "image/png" | "image/webp" | "application/octet-stream") | None => {
+            Images::One(body.to_vec())
+        }
+        Some("application/json") => parse_json(&body, max_images)?,
+        Some(other) => {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type `{other}` is not supported; send image/jpeg, image/png, image/webp \
+                     or application/json with {{\"input\": \"<base64>\"}}"
+                ),
+            ))
+        }
+    };
+
+    let model = std::env::var("SCORIA_MODEL").map_err(|_| {
+        ApiError::internal("misconfigured", "SCORIA_MODEL is not set in this component's environment")
+    })?;
+    let card: Card<Preprocess> = Card::load(&model)?;
+    let affine = card
+        .preprocess
+        .affine()
+        .map_err(|e| ApiError::internal("model_card_invalid", e))?;
+    let max_pixels = env_usize("SCORIA_MAX_PIXELS", 40_000_000) as u64;
+
+    let blobs: Vec<&[u8]> = match &images {
+        Images::One(b) => vec![b.as_slice()],
+        Images::Many(v) => v.iter().map(Vec::as_slice).collect(),
+    };
+    let mut data = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let img = vision::decode(blob, max_pixels).map_err(|e| {
+            let msg = if blobs.len() > 1 { format!("image {i}: {e}") } else { e.to_string() };
+            match e {
+                vision::VisionError::Empty => ApiError::bad_request("empty_body", msg),
+                vision::VisionError::TooManyPixels { .. } | vision::VisionError::TooLarge(_) => {
+                    ApiError::bad_request("image_too_large", msg)
+                }
+                _ => ApiError::bad_request("invalid_image", msg),
+            }
+        })?;
+        vision::to_tensor(&img, &card.preprocess, &affine, &mut data);
+    }
+
+    let crop = card.preprocess.crop;
+    let input = F32Tensor { dims: vec![blobs.len() as u32, 3, crop, crop], data };
+    let input_name = first_name(&card.inputs, "inputs")?;
+    let output_name = first_name(&card.outputs, "outputs")?;
+    let outputs = infer(&model, vec![(input_name.to_owned(), input)])?;
+    let logits = outputs
+        .into_iter()
+        .find(|(n, _)| n == output_name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| ApiError::internal("inference_failed", format!("model returned no `{output_name}`")))?;
+
+    let labels = card.load_labels()?;
+    let classes = logits.data.len() / blobs.len().max(1);
+    if classes == 0 || logits.data.len() != classes * blobs.len() {
+        return Err(ApiError::internal("inference_failed", "output size does not match the batch"));
+    }
+    let results: Vec<Classification> = logits
+        .data
+        .chunks_exact(classes)
+        .map(|row| {
+            let probs = vision::softmax(row);
+            let predictions = vision::top_k(&probs, k)
+                .into_iter()
+                .map(|index| Prediction {
+                    index,
+                    label: labels.get(index).map(String::as_str).unwrap_or(""),
+                    score: probs[index],
+                })
+                .collect();
+            Classification { model: &card.name, predictions }
+        })
+        .collect();
+
+    let json = match images {
+        Images::One(_) => serde_json::to_string(&results[0]),
+        Images::Many(_) => serde_json::to_string(&results),
+    };
+    json.map_err(|e| ApiError::internal("serialisation_failed", e.to_string()))
+}
+
+fn parse_json(body: &[u8], max_images: usize) -> Result<Images, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "the request body is empty"));
+    }
+    let req: JsonRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("{e}; expected {{\"input\": \"<base64>\"}} or {{\"images\": [\"<base64>\", ...]}}"),
+        )
+    })?;
+    let b64 = |s: &str, what: String| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| ApiError::bad_request("invalid_base64", format!("{what} is not valid base64: {e}")))
+    };
+    match (req.input, req.images) {
+        (Some(one), None) => Ok(Images::One(b64(&one, "`input`".into())?)),
+        (None, Some(many)) => {
+            if many.is_empty() || many.len() > max_images {
+                return Err(ApiError::bad_request(
+                    "invalid_batch",
+                    format!("`images` must hold 1 to {max_images} images, not {}", many.len()),
+                ));
+            }
+            let decoded = many
+                .iter()
+                .enumerate()
+                .map(|(i, s)| b64(s, format!("`images[{i}]`")))
+                .collect::<Result<_, _>>()?;
+            Ok(Images::Many(decoded))
+        }
+        _ => Err(ApiError::bad_request("invalid_json", "send exactly one of `input` or `images`")),
+    }
+}
+
+fn parse_k(query: Option<&str>) -> Result<usize, ApiError> {
+    let Some(q) = query else { return Ok(DEFAULT_K) };
+    for pair in q.split('&') {
+        if let Some(v) = pair.strip_prefix("k=") {
+            return match v.parse::<usize>() {
+                Ok(k) if (1..=1000).contains(&k) => Ok(k),
+                _ => Err(ApiError::bad_request("invalid_k", format!("k must be an integer from 1 to 1000, not `{v}`"))),
+            };
+        }
+    }
+    Ok(DEFAULT_K)
+}
+
+fn first_name<'a>(
+    tensors: &'a [scoria_guest::card::TensorName],
+    what: &str,
+) -> Result<&'a str, ApiError> {
+    tensors
+        .first()
+        .map(|t| t.name.as_str())
+        .ok_or_else(|| ApiError::internal("model_card_invalid", format!("the model card lists no {what}")))
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

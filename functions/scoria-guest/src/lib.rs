@@ -1,0 +1,9 @@
+//! What every Scoria scoring function needs, kept in one place so that functions stay short:
+//!
+//! - [`nn`]: guest bindings to `wasi:nn@0.2.0-rc-2024-10-28` and a typed `infer` helper;
+//! - [`error`]: the JSON error body that every Scoria endpoint returns;
+//! - [`card`]: the parts of a model's `model.toml` that a function reads at run time.
+
+pub mod card;
+pub mod error;
+pub mod nn;

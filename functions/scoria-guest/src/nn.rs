@@ -1,0 +1,58 @@
+//! Guest side of `wasi:nn@0.2.0-rc-2024-10-28`.
+//!
+//! Functions call [`infer`] with f32 tensors and get f32 tensors back; the host keeps the
+//! model loaded, so `load-by-name` is cheap and happens once per request.
+
+use crate::error::ApiError;
+
+#[allow(missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/deps/wasi-nn",
+        world: "wasi:nn/ml",
+    });
+}
+
+use bindings::wasi::nn::{errors, graph, tensor};
+
+/// A dense f32 tensor in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    pub dims: Vec<u32>,
+    pub data: Vec<f32>,
+}
+
+/// Run `model` on `inputs` (name, tensor) and return its outputs (name, tensor).
+///
+/// wasi-nn errors map to HTTP statuses: an unknown or forbidden model is a deployment error
+/// (500 with the host's message), as is any backend failure.
+pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(String, F32Tensor)>, ApiError> {
+    let g = graph::load_by_name(model).map_err(|e| nn_error("model_unavailable", e))?;
+    let ctx = g.init_execution_context().map_err(|e| nn_error("inference_failed", e))?;
+    let named = inputs
+        .into_iter()
+        .map(|(name, t)| {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, tensor::Tensor::new(&t.dims, tensor::TensorType::Fp32, &bytes))
+        })
+        .collect();
+    let outputs = ctx.compute(named).map_err(|e| nn_error("inference_failed", e))?;
+    outputs
+        .into_iter()
+        .map(|(name, t)| {
+            if t.ty() != tensor::TensorType::Fp32 {
+                return Err(ApiError::internal("inference_failed", format!("output `{name}` is not f32")));
+            }
+            let data = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok((name, F32Tensor { dims: t.dimensions(), data }))
+        })
+        .collect()
+}
+
+fn nn_error(code: &'static str, e: errors::Error) -> ApiError {
+    ApiError::internal(code, format!("wasi-nn {:?}: {}", e.code(), e.data()))
+}

@@ -1,0 +1,244 @@
+//! Image decoding, preprocessing and class ranking for image scoring functions.
+//!
+//! Kept free of WASI and HTTP so that the arithmetic that decides a prediction can be unit
+//! tested natively, and so that the native benchmark baseline runs exactly this code.
+
+use image::{imageops::FilterType, ImageFormat, ImageReader, Limits, RgbImage};
+use serde::Deserialize;
+use std::io::Cursor;
+
+/// Why an image could not be turned into a tensor. Every variant is the client's fault and
+/// maps to a 4xx in the function.
+#[derive(Debug, thiserror::Error)]
+pub enum VisionError {
+    /// The request carried no bytes at all.
+    #[error("the request body is empty; send the image bytes")]
+    Empty,
+    /// The bytes are not in a format we decode.
+    #[error("the body is not a JPEG, PNG or WebP image")]
+    NotAnImage,
+    /// The header claims more pixels than allowed; refused before decoding.
+    #[error("the image is {width}x{height} pixels, over the limit of {max} pixels")]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    /// The decoder refused the header's dimensions as too large to hold in memory.
+    #[error("the image is too large to decode: {0}")]
+    TooLarge(String),
+    /// The image is truncated or corrupt.
+    #[error("the image could not be decoded: {0}")]
+    Invalid(String),
+}
+
+/// How pixel values in [0, 255] become model inputs. Read from `[preprocess]` in `model.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    /// Resize so that the short side has this many pixels (bilinear), keeping the aspect ratio.
+    pub resize: u32,
+    /// Then take a centred square crop of this size.
+    pub crop: u32,
+    /// Scale pixels linearly to this `[low, high]` range. Exclusive with `mean`/`std`.
+    #[serde(default)]
+    pub range: Option<[f32; 2]>,
+    /// Per-channel mean (RGB) subtracted from pixels scaled to [0, 1].
+    #[serde(default)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation (RGB) that pixels are divided by after the mean.
+    #[serde(default)]
+    pub std: Option<[f32; 3]>,
+    /// Memory layout of the tensor; only `nchw` is supported so far.
+    #[serde(default = "default_layout")]
+    pub layout: String,
+}
+
+fn default_layout() -> String {
+    "nchw".to_string()
+}
+
+impl Preprocess {
+    /// Per-channel `(scale, offset)` so that `value = pixel * scale + offset`.
+    ///
+    /// Folding both normalisation styles into one affine map keeps the inner loop trivial.
+    pub fn affine(&self) -> Result<[(f32, f32); 3], String> {
+        if self.layout != "nchw" {
+            return Err(format!("preprocess.layout `{}` is not supported; use `nchw`", self.layout));
+        }
+        match (self.range, self.mean, self.std) {
+            (Some([lo, hi]), None, None) => Ok([((hi - lo) / 255.0, lo); 3]),
+            (None, Some(mean), Some(std)) => {
+                let mut out = [(0.0, 0.0); 3];
+                for c in 0..3 {
+                    if std[c] == 0.0 {
+                        return Err("preprocess.std must not contain 0".into());
+                    }
+                    out[c] = (1.0 / (255.0 * std[c]), -mean[c] / std[c]);
+                }
+                Ok(out)
+            }
+            _ => Err("preprocess needs either `range` or both `mean` and `std`".into()),
+        }
+    }
+}
+
+/// Decode an image, refusing it before decoding if its header claims more than `max_pixels`.
+///
+/// The format is sniffed from the bytes, so a mislabelled but valid image still works.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
+    if bytes.is_empty() {
+        return Err(VisionError::Empty);
+    }
+    let format = image::guess_format(bytes).map_err(|_| VisionError::NotAnImage)?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
+        return Err(VisionError::NotAnImage);
+    }
+    let reader = |b| ImageReader::with_format(Cursor::new(b), format);
+    // Reading the header allocates nothing big; our own pixel limit below is the check.
+    let mut header = reader(bytes);
+    header.no_limits();
+    let (width, height) = header.into_dimensions().map_err(|e| match e {
+        // On wasm32 some decoders size their buffers while reading the header.
+        image::ImageError::Limits(l) => VisionError::TooLarge(l.to_string()),
+        e => VisionError::Invalid(e.to_string()),
+    })?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(VisionError::TooManyPixels { width, height, max: max_pixels });
+    }
+    let mut limits = Limits::default();
+    // Decoded RGBA at 4 bytes a pixel plus decoder scratch; the pixel check above is the real bound.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 20));
+    let mut r = reader(bytes);
+    r.limits(limits);
+    let img = r.decode().map_err(|e| VisionError::Invalid(e.to_string()))?;
+    Ok(img.into_rgb8())
+}
+
+/// Resize the short side, centre-crop and normalise `img` into `out` (CHW, `3*crop*crop` long).
+pub fn to_tensor(img: &RgbImage, pre: &Preprocess, affine: &[(f32, f32); 3], out: &mut Vec<f32>) {
+    let cropped = resize_and_crop(img, pre.resize, pre.crop);
+    let plane = (pre.crop * pre.crop) as usize;
+    let base = out.len();
+    out.resize(base + 3 * plane, 0.0);
+    for (i, px) in cropped.pixels().enumerate() {
+        for c in 0..3 {
+            let (scale, offset) = affine[c];
+            out[base + c * plane + i] = f32::from(px[c]) * scale + offset;
+        }
+    }
+}
+
+/// Resize so the short side is `short` pixels (bilinear), then take a centred `crop` square.
+pub fn resize_and_crop(img: &RgbImage, short: u32, crop: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let s = short.max(crop) as f64 / f64::from(w.min(h).max(1));
+    let nw = ((f64::from(w) * s).round() as u32).max(crop);
+    let nh = ((f64::from(h) * s).round() as u32).max(crop);
+    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+    let left = (nw - crop) / 2;
+    let top = (nh - crop) / 2;
+    image::imageops::crop_imm(&resized, left, top, crop, crop).to_image()
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// Indices of the `k` largest scores, best first; ties keep the lower index first.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pre(range: Option<[f32; 2]>, mean: Option<[f32; 3]>, std: Option<[f32; 3]>) -> Preprocess {
+        Preprocess { resize: 8, crop: 4, range, mean, std, layout: "nchw".into() }
+    }
+
+    #[test]
+    fn range_maps_0_and_255_to_the_ends() {
+        let a = pre(Some([-1.0, 1.0]), None, None).affine().unwrap();
+        for (s, o) in a {
+            assert!((0.0 * s + o - -1.0).abs() < 1e-6);
+            assert!((255.0 * s + o - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn mean_std_matches_the_torchvision_formula() {
+        let mean = [0.485, 0.456, 0.406];
+        let std = [0.229, 0.224, 0.225];
+        let a = pre(None, Some(mean), Some(std)).affine().unwrap();
+        for c in 0..3 {
+            let want = (200.0 / 255.0 - mean[c]) / std[c];
+            let got = 200.0 * a[c].0 + a[c].1;
+            assert!((want - got).abs() < 1e-5, "channel {c}: {want} vs {got}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_normalisation_is_refused() {
+        assert!(pre(None, None, None).affine().is_err());
+        assert!(pre(Some([0.0, 1.0]), Some([0.0; 3]), Some([1.0; 3])).affine().is_err());
+        assert!(pre(None, Some([0.0; 3]), Some([0.0, 1.0, 1.0])).affine().is_err());
+    }
+
+    #[test]
+    fn resize_and_crop_centres_on_the_long_side() {
+        // 20x10: left half black, middle band red, right white. Short side 10 -> 5, width 10.
+        let img = RgbImage::from_fn(20, 10, |x, _| {
+            if (8..12).contains(&x) {
+                image::Rgb([255, 0, 0])
+            } else if x < 10 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        let out = resize_and_crop(&img, 5, 2);
+        assert_eq!(out.dimensions(), (2, 2));
+        // The centre crop lands on the red band.
+        for p in out.pixels() {
+            assert!(p[0] > 200 && p[1] < 60, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn tensor_is_chw_with_the_affine_applied() {
+        let img = RgbImage::from_fn(4, 4, |_, _| image::Rgb([255, 0, 51]));
+        let p = Preprocess { resize: 4, crop: 4, range: Some([0.0, 1.0]), mean: None, std: None, layout: "nchw".into() };
+        let mut out = Vec::new();
+        to_tensor(&img, &p, &p.affine().unwrap(), &mut out);
+        assert_eq!(out.len(), 48);
+        assert!(out[..16].iter().all(|&v| (v - 1.0).abs() < 1e-6));
+        assert!(out[16..32].iter().all(|&v| v.abs() < 1e-6));
+        assert!(out[32..].iter().all(|&v| (v - 0.2).abs() < 1e-6));
+    }
+
+    #[test]
+    fn decode_refuses_empty_garbage_truncated_and_huge() {
+        assert!(matches!(decode(b"", 1 << 20), Err(VisionError::Empty)));
+        assert!(matches!(decode(b"hello, world", 1 << 20), Err(VisionError::NotAnImage)));
+        let mut png = Vec::new();
+        RgbImage::new(64, 64)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode(&png, 1 << 20).unwrap().dimensions(), (64, 64));
+        assert!(matches!(decode(&png[..png.len() / 2], 1 << 20), Err(VisionError::Invalid(_))));
+        assert!(matches!(decode(&png, 64 * 63), Err(VisionError::TooManyPixels { .. })));
+    }
+
+    #[test]
+    fn softmax_and_top_k() {
+        let p = softmax(&[1.0, 3.0, 2.0, 3.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(top_k(&p, 3), vec![1, 3, 2]);
+        assert_eq!(top_k(&p, 10).len(), 4);
+    }
+}

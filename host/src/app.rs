@@ -1,0 +1,54 @@
+//! Start-up: read the manifest, load every model it names once, compile every function, then
+//! report ready. The listener is already up while this runs, so `/healthz` answers at once and
+//! `/readyz` turns 200 only when everything is in place.
+
+use crate::manifest::Manifest;
+use crate::models::Repository;
+use crate::nn::tract::TractBackend;
+use crate::nn::{Backend, LoadedModel, ModelRegistry};
+use crate::runtime::{Function, Limits, Runtime};
+use anyhow::Context as _;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Load the models `manifest` names from `repo`, verifying each file's sha256 first.
+pub fn load_models(manifest: &Manifest, repo: &Repository) -> anyhow::Result<ModelRegistry> {
+    let backend = TractBackend;
+    let mut registry = ModelRegistry::default();
+    for name in manifest.models() {
+        let t = Instant::now();
+        let entry = repo.get(&name)?;
+        entry.check()?;
+        let graph = backend.load(&entry).with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
+        tracing::info!(model = %name, backend = backend.name(), ms = t.elapsed().as_millis() as u64, "model loaded");
+        registry.insert(LoadedModel { entry, backend: backend.name(), graph });
+    }
+    Ok(registry)
+}
+
+/// Compile every component, each with only the models its manifest entry lists.
+pub fn compile_functions(
+    manifest: &Manifest,
+    runtime: &Runtime,
+    models: &ModelRegistry,
+) -> anyhow::Result<HashMap<String, Function>> {
+    let mut functions = HashMap::new();
+    for (id, spec) in &manifest.components {
+        for m in &spec.models {
+            anyhow::ensure!(models.get(m).is_some(), "component `{id}`: model `{m}` is not loaded");
+        }
+        let t = Instant::now();
+        let f = runtime.compile(spec, models.subset(&spec.models))?;
+        tracing::info!(component = %id, ms = t.elapsed().as_millis() as u64, "component compiled");
+        functions.insert(id.clone(), f);
+    }
+    Ok(functions)
+}
+
+/// Everything `scoria up` needs before it can serve.
+pub fn prepare(manifest: &Manifest, repo: &Repository, limits: Limits) -> anyhow::Result<(Runtime, HashMap<String, Function>)> {
+    let models = load_models(manifest, repo)?;
+    let runtime = Runtime::new(limits)?;
+    let functions = compile_functions(manifest, &runtime, &models)?;
+    Ok((runtime, functions))
+}

@@ -1,0 +1,177 @@
+//! The `scoria` command line: `up` serves a manifest, `models` inspects the model repository.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use scoria::manifest::Manifest;
+use scoria::models::Repository;
+use scoria::runtime::Limits;
+use scoria::server::{AppState, ServerConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "scoria", version, about = "Serve ML scoring functions as WebAssembly components")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SCORIA_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route of a spin.toml manifest.
+    Up(UpArgs),
+    /// Inspect the model repository.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+        /// The model repository (default: `models/` beside spin.toml).
+        #[arg(long, global = true)]
+        models_dir: Option<PathBuf>,
+        /// The manifest whose folder holds `models/`.
+        #[arg(long, short = 'f', global = true, default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List every model with its version, format, weights and file status.
+    List,
+    /// Verify every model file against the sha256 in its model.toml.
+    Check,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// The application manifest.
+    #[arg(long, short = 'f', default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "SCORIA_LISTEN")]
+    listen: SocketAddr,
+    /// The model repository (default: `models/` beside the manifest).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Largest request body, in bytes; larger requests get 413 before the body is read.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_body_size: u64,
+    /// Seconds a request may run, guest and inference included, before it gets 504.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Largest linear memory a guest instance may grow to, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    max_guest_memory_mib: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Up(args) => up(args),
+        Command::Models { command, models_dir, manifest } => {
+            let repo = Repository::new(models_dir.unwrap_or_else(|| default_models_dir(&manifest)));
+            match command {
+                ModelsCommand::List => models_list(&repo),
+                ModelsCommand::Check => models_check(&repo),
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn default_models_dir(manifest: &Path) -> PathBuf {
+    manifest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("models")
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let repo = Repository::new(args.models_dir.clone().unwrap_or_else(|| default_models_dir(&args.manifest)));
+    let limits = Limits {
+        request_timeout: Duration::from_secs(args.request_timeout),
+        max_memory: args.max_guest_memory_mib << 20,
+        ..Limits::default()
+    };
+    let config = ServerConfig { listen: args.listen, max_body_size: args.max_body_size };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let state = AppState::new(manifest.clone(), config);
+        tracing::info!(address = %listener.local_addr()?, app = %manifest.name, "listening");
+        let server = tokio::spawn(scoria::server::serve(listener, state.clone()));
+
+        let (runtime, functions) = tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits))
+            .await
+            .context("start-up panicked")??;
+        for t in &state.routes() {
+            tracing::info!(route = %t.0, component = %t.1, "serving");
+        }
+        state.set_ready(functions);
+        tracing::info!("ready");
+        let result = server.await.context("server task panicked")?;
+        drop(runtime);
+        result
+    })
+}
+
+fn models_list(repo: &Repository) -> anyhow::Result<()> {
+    println!("{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} {}", "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE", "LICENCE");
+    for entry in repo.all()? {
+        match entry {
+            Ok(m) => {
+                let c = &m.card;
+                let (size, status) = match std::fs::metadata(m.weights_path()) {
+                    Ok(md) => (format!("{:.1} MB", md.len() as f64 / 1e6), "present"),
+                    Err(_) => ("-".into(), "MISSING"),
+                };
+                println!(
+                    "{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} {}",
+                    c.name,
+                    c.version,
+                    format!("{:?}", c.format).to_lowercase(),
+                    c.weights,
+                    size,
+                    status,
+                    c.licence
+                );
+            }
+            Err(e) => println!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn models_check(repo: &Repository) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for entry in repo.all()? {
+        match entry.and_then(|m| m.check().map(|()| m)) {
+            Ok(m) => println!("ok      {}", m.card.name),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {e}");
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} model(s) failed the check");
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The application manifest: a Spin `spin.toml` (manifest version 2), parsed once into typed
+//! structs.
+//!
+//! Scoria reads the parts of Spin's format that decide what runs and what it may touch
+//! (`[[trigger.scoria]]` and `[[trigger.http]]` routes, `[component.<id>]` with `source`, `files`,
+//! `environment`, `allowed_outbound_hosts`, `build`) plus its own settings under
+//! `[component.<id>.tool.scoria]`, which Spin ignores. Every error names the file, the key and
+//! the fix, because a manifest mistake is the first thing a new user hits.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// A manifest that could not be read or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read at all.
+    #[error("{file}: cannot read the manifest: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has keys of the wrong type; toml's message names the key and line.
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    /// The TOML is well-formed but a value is wrong.
+    #[error("{file}: `{key}`: {message}; fix: {fix}")]
+    Invalid { file: PathBuf, key: String, message: String, fix: String },
+}
+
+/// Which trigger type declared a route. Both are served the same way; `scoria` components may
+/// also be served by Spin through the `trigger-scoria` plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    Scoria,
+    Http,
+}
+
+/// A route pattern in Spin's syntax: `/classify` matches exactly, `/api/...` matches the prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Route {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if !raw.starts_with('/') {
+            return Err(format!("route `{raw}` must start with `/`"));
+        }
+        if let Some(prefix) = raw.strip_suffix("/...") {
+            return Ok(Route::Prefix(prefix.to_string()));
+        }
+        if raw.contains("...") || raw.contains(':') {
+            return Err(format!("route `{raw}` uses a pattern Scoria does not support"));
+        }
+        Ok(Route::Exact(raw.trim_end_matches('/').to_string()).normalise())
+    }
+
+    fn normalise(self) -> Self {
+        match self {
+            Route::Exact(p) if p.is_empty() => Route::Exact("/".into()),
+            r => r,
+        }
+    }
+
+    /// Whether `path` (without query) is served by this route.
+    pub fn matches(&self, path: &str) -> bool {
+        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        match self {
+            Route::Exact(p) => path == p,
+            Route::Prefix(p) => {
+                path == p || (path.starts_with(p.as_str()) && path[p.len()..].starts_with('/')) || p.is_empty()
+            }
+        }
+    }
+
+    /// The route as written in the manifest.
+    pub fn as_pattern(&self) -> String {
+        match self {
+            Route::Exact(p) => p.clone(),
+            Route::Prefix(p) => format!("{p}/..."),
+        }
+    }
+
+    /// Exact routes win over prefixes, and longer prefixes over shorter ones.
+    fn specificity(&self) -> (u8, usize) {
+        match self {
+            Route::Exact(p) => (1, p.len()),
+            Route::Prefix(p) => (0, p.len()),
+        }
+    }
+}
+
+/// One route to one component.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    pub route: Route,
+    pub component: String,
+}
+
+/// A directory made visible to a guest, read-only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileMount {
+    /// Absolute path on the host.
+    pub source: PathBuf,
+    /// Absolute path inside the guest.
+    pub destination: String,
+}
+
+/// `[component.<id>]`: one function and everything it is granted.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub id: String,
+    /// The `.wasm` file, resolved against the manifest's folder.
+    pub source: PathBuf,
+    pub files: Vec<FileMount>,
+    pub environment: BTreeMap<String, String>,
+    pub allowed_outbound_hosts: Vec<String>,
+    /// `[component.<id>.build] command`, run by `spin build`.
+    pub build_command: Option<String>,
+    /// Models this component may `load-by-name` (`[component.<id>.tool.scoria] models`).
+    pub models: Vec<String>,
+}
+
+/// The whole application.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: PathBuf,
+    pub name: String,
+    /// Triggers, most specific route first, so the first match is the right one.
+    pub triggers: Vec<Trigger>,
+    pub components: BTreeMap<String, Component>,
+}
+
+impl Manifest {
+    /// Read and validate `spin.toml`.
+    pub fn load(file: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| ManifestError::Read { file: file.to_path_buf(), source })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validate manifest text; `file` is used for error messages and to resolve relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
+        let raw: raw::Manifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax { file: file.to_path_buf(), message: e.to_string() })?;
+        let invalid = |key: String, message: String, fix: &str| ManifestError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+            fix: fix.to_string(),
+        };
+        if raw.spin_manifest_version != 2 {
+            return Err(invalid(
+                "spin_manifest_version".into(),
+                format!("version {} is not supported", raw.spin_manifest_version),
+                "set `spin_manifest_version = 2`",
+            ));
+        }
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+
+        let mut components = BTreeMap::new();
+        for (id, c) in raw.component {
+            let key = |k: &str| format!("component.{id}.{k}");
+            if !valid_id(&id) {
+                return Err(invalid(
+                    format!("component.{id}"),
+                    "component ids may hold only lowercase letters, digits and `-`".into(),
+                    "rename the component, for example `image-classify`",
+                ));
+            }
+            let source = match c.source {
+                raw::Source::Path(p) => base.join(p),
+                raw::Source::Other(_) => {
+                    return Err(invalid(
+                        key("source"),
+                        "only a local file path is supported".into(),
+                        "build the component locally and set `source = \"path/to/component.wasm\"`",
+                    ))
+                }
+            };
+            let mut files = Vec::new();
+            for (i, f) in c.files.into_iter().enumerate() {
+                let (src, dst) = match f {
+                    raw::File::Path(p) => (p.clone(), format!("/{}", p.trim_start_matches("./"))),
+                    raw::File::Mapped { source, destination } => (source, destination),
+                };
+                if src.contains(['*', '?', '[']) {
+                    return Err(invalid(
+                        format!("{}[{i}]", key("files")),
+                        format!("glob pattern `{src}` is not supported"),
+                        "mount a directory with `{ source = \"dir\", destination = \"/dir\" }`",
+                    ));
+                }
+                if !dst.starts_with('/') {
+                    return Err(invalid(
+                        format!("{}[{i}].destination", key("files")),
+                        format!("`{dst}` is not an absolute guest path"),
+                        "start the destination with `/`",
+                    ));
+                }
+                files.push(FileMount { source: base.join(src), destination: dst });
+            }
+            for host in &c.allowed_outbound_hosts {
+                if !host.contains("://") {
+                    return Err(invalid(
+                        key("allowed_outbound_hosts"),
+                        format!("`{host}` has no scheme"),
+                        "write hosts as `https://example.com` or `http://localhost:8080`",
+                    ));
+                }
+            }
+            let models = c.tool.scoria.map(|s| s.models).unwrap_or_default();
+            components.insert(
+                id.clone(),
+                Component {
+                    id: id.clone(),
+                    source,
+                    files,
+                    environment: c.environment,
+                    allowed_outbound_hosts: c.allowed_outbound_hosts,
+                    build_command: c.build.map(|b| b.command),
+                    models,
+                },
+            );
+        }
+
+        let mut triggers = Vec::new();
+        let mut seen = HashSet::new();
+        for (kind, list, table) in [
+            (TriggerKind::Scoria, raw.trigger.scoria, "trigger.scoria"),
+            (TriggerKind::Http, raw.trigger.http, "trigger.http"),
+        ] {
+            for (i, t) in list.into_iter().enumerate() {
+                let key = format!("{table}[{i}]");
+                let route = Route::parse(&t.route)
+                    .map_err(|m| invalid(format!("{key}.route"), m, "use `/name` or `/prefix/...`"))?;
+                if !components.contains_key(&t.component) {
+                    return Err(invalid(
+                        format!("{key}.component"),
+                        format!("no `[component.{}]` is defined", t.component),
+                        "add the component table or correct the id",
+                    ));
+                }
+                if !seen.insert(route.clone()) {
+                    return Err(invalid(
+                        format!("{key}.route"),
+                        format!("route `{}` is declared twice", t.route),
+                        "give each trigger its own route",
+                    ));
+                }
+                triggers.push(Trigger { kind, route, component: t.component });
+            }
+        }
+        if triggers.is_empty() {
+            return Err(invalid(
+                "trigger.scoria".into(),
+                "the manifest declares no routes".into(),
+                "add `[[trigger.scoria]]` with `route` and `component`",
+            ));
+        }
+        triggers.sort_by_key(|t| std::cmp::Reverse(t.route.specificity()));
+        Ok(Manifest { file: file.to_path_buf(), name: raw.application.name, triggers, components })
+    }
+
+    /// The component serving `path`, if any, with the trigger that matched.
+    pub fn route(&self, path: &str) -> Option<&Trigger> {
+        self.triggers.iter().find(|t| t.route.matches(path))
+    }
+
+    /// Every model named by any component, each once.
+    pub fn models(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.components.values().flat_map(|c| c.models.clone()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The serde view of the file, kept private so the rest of the host sees only validated types.
+mod raw {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Manifest {
+        pub spin_manifest_version: u32,
+        pub application: Application,
+        #[serde(default)]
+        #[allow(dead_code)] // accepted for Spin compatibility, unused by Scoria
+        pub variables: toml::Table,
+        #[serde(default)]
+        pub trigger: Triggers,
+        #[serde(default)]
+        pub component: BTreeMap<String, Component>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Application {
+        pub name: String,
+        // version, authors, description and Spin's own settings are informational here.
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Triggers {
+        #[serde(default)]
+        pub scoria: Vec<Trigger>,
+        #[serde(default)]
+        pub http: Vec<Trigger>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Trigger {
+        pub route: String,
+        pub component: String,
+        #[serde(default)]
+        #[allow(dead_code)] // accepted for Spin compatibility, unused by Scoria
+        pub executor: Option<toml::Value>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Component {
+        pub source: Source,
+        #[serde(default)]
+        #[allow(dead_code)] // accepted for Spin compatibility, unused by Scoria
+        pub description: Option<String>,
+        #[serde(default)]
+        pub files: Vec<File>,
+        #[serde(default)]
+        #[allow(dead_code)] // accepted for Spin compatibility, unused by Scoria
+        pub exclude_files: Vec<String>,
+        #[serde(default)]
+        pub environment: BTreeMap<String, String>,
+        #[serde(default)]
+        pub allowed_outbound_hosts: Vec<String>,
+        #[serde(default)]
+        pub build: Option<Build>,
+        #[serde(default)]
+        pub tool: Tools,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Source {
+        Path(String),
+        Other(#[allow(dead_code)] toml::Table),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum File {
+        Path(String),
+        Mapped { source: String, destination: String },
+    }
+
+    #[derive(Deserialize)]
+    pub struct Build {
+        pub command: String,
+        // `workdir` and `watch` are for `spin build` / `spin watch`.
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Tools {
+        #[serde(default)]
+        pub scoria: Option<Scoria>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Scoria {
+        #[serde(default)]
+        pub models: Vec<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "scoria-demo"
+version = "0.1.0"
+
+[[trigger.scoria]]
+route = "/classify"
+component = "image-classify"
+
+[[trigger.http]]
+route = "/static/..."
+component = "hello"
+
+[component.image-classify]
+source = "functions/target/wasm32-wasip2/release/image_classify.wasm"
+files = [{ source = "models/efficientnet-lite0", destination = "/models/efficientnet-lite0" }]
+environment = { SCORIA_MODEL = "efficientnet-lite0" }
+[component.image-classify.build]
+command = "cargo build --release"
+[component.image-classify.tool.scoria]
+models = ["efficientnet-lite0"]
+
+[component.hello]
+source = "hello.wasm"
+allowed_outbound_hosts = ["https://example.com"]
+"#;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("/app/spin.toml"), text)
+    }
+
+    #[test]
+    fn parses_the_demo_manifest() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.name, "scoria-demo");
+        let c = &m.components["image-classify"];
+        assert_eq!(c.source, Path::new("/app/functions/target/wasm32-wasip2/release/image_classify.wasm"));
+        assert_eq!(c.models, vec!["efficientnet-lite0"]);
+        assert_eq!(c.environment["SCORIA_MODEL"], "efficientnet-lite0");
+        assert_eq!(
+            c.files,
+            vec![FileMount {
+                source: "/app/models/efficientnet-lite0".into(),
+                destination: "/models/efficientnet-lite0".into()
+            }]
+        );
+        assert_eq!(c.build_command.as_deref(), Some("cargo build --release"));
+        assert!(m.components["hello"].models.is_empty());
+        assert_eq!(m.models(), vec!["efficientnet-lite0"]);
+    }
+
+    #[test]
+    fn routes_match_exactly_or_by_prefix() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.route("/classify").unwrap().component, "image-classify");
+        assert_eq!(m.route("/classify/").unwrap().component, "image-classify");
+        assert!(m.route("/classify/x").is_none());
+        assert!(m.route("/classifyx").is_none());
+        assert_eq!(m.route("/static").unwrap().kind, TriggerKind::Http);
+        assert_eq!(m.route("/static/a/b").unwrap().component, "hello");
+        assert!(m.route("/staticx").is_none());
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_component_names_the_key_and_fix() {
+        let e = err(&GOOD.replace("component = \"hello\"", "component = \"helo\""));
+        assert!(e.contains("/app/spin.toml"), "{e}");
+        assert!(e.contains("trigger.http[0].component"), "{e}");
+        assert!(e.contains("[component.helo]"), "{e}");
+        assert!(e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let e = err(&GOOD.replace("spin_manifest_version = 2", "spin_manifest_version = 1"));
+        assert!(e.contains("spin_manifest_version"), "{e}");
+        let e = err(&GOOD.replace("route = \"/classify\"", "route = \"classify\""));
+        assert!(e.contains("trigger.scoria[0].route"), "{e}");
+        let e = err(&GOOD.replace("route = \"/static/...\"", "route = \"/classify\""));
+        assert!(e.contains("declared twice"), "{e}");
+        let e = err(&GOOD.replace("\"https://example.com\"", "\"example.com\""));
+        assert!(e.contains("component.hello.allowed_outbound_hosts"), "{e}");
+        let e = err(&GOOD.replace("source = \"hello.wasm\"", "source = { url = \"https://x\", digest = \"y\" }"));
+        assert!(e.contains("component.hello.source"), "{e}");
+        let e = err(&GOOD.replace("destination = \"/models/efficientnet-lite0\"", "destination = \"models\""));
+        assert!(e.contains("files[0].destination"), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_name_the_file_and_key() {
+        let e = err("spin_manifest_version = 2\n[application\n");
+        assert!(e.starts_with("/app/spin.toml"), "{e}");
+        let e = err(&GOOD.replace("[component.hello]\n", "[component.hello]\nsorce = \"x\"\n"));
+        assert!(e.contains("sorce"), "{e}");
+        let e = err(&GOOD.replace("models = [", "modles = ["));
+        assert!(e.contains("modles"), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_without_routes_is_refused() {
+        let e = err("spin_manifest_version = 2\n[application]\nname = \"x\"\n");
+        assert!(e.contains("no routes"), "{e}");
+    }
+}

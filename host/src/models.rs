@@ -1,0 +1,267 @@
+//! The model repository: `models/<name>/model.toml` cards and the files they name.
+//!
+//! A card is the single description of a model that the host (to load and validate tensors)
+//! and the functions (to preprocess) both read. Files are checked against their sha256 before
+//! they are loaded, so a half-downloaded or swapped weight file never serves.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A card or model file that is missing, malformed or does not match its digest.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Card { file: PathBuf, message: String },
+    #[error("{file}: sha256 is {actual}, but model.toml says {expected}; rebuild it with `./dev setup` or update `sha256` if the new file is intended")]
+    Digest { file: PathBuf, expected: String, actual: String },
+    #[error("model `{name}` is not in {dir}: no {dir}/{name}/model.toml; fix: add the model folder or correct the name in spin.toml")]
+    NotFound { name: String, dir: PathBuf },
+}
+
+/// The serialisation format of the weights; decides which backends can load them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Onnx,
+}
+
+/// Element type of a tensor, named as in `model.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F16,
+    F32,
+    F64,
+    Bf16,
+    U8,
+    I32,
+    I64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 => 1,
+            DType::F16 | DType::Bf16 => 2,
+            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 => 8,
+        }
+    }
+}
+
+/// One input or output of a graph. A negative dimension is dynamic (any size).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub dtype: DType,
+}
+
+/// `model.toml`: what the model is, where its bytes are, and how to feed it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    pub name: String,
+    pub version: String,
+    pub format: Format,
+    /// Weights file, relative to the card's folder.
+    pub file: PathBuf,
+    pub sha256: String,
+    /// `pretrained`, or `random` for cost-only stand-ins; shown in `scoria models list`.
+    #[serde(default = "pretrained")]
+    pub weights: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Function-side preprocessing; validated by the function that reads it.
+    #[serde(default)]
+    pub preprocess: Option<toml::Table>,
+    /// Label file (one label per line), relative to the card's folder.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    #[serde(default)]
+    pub labels_sha256: Option<String>,
+    /// Where the weights come from, and the script that produces them.
+    pub source: String,
+    pub licence: String,
+}
+
+fn pretrained() -> String {
+    "pretrained".into()
+}
+
+/// A card together with the folder it was read from.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub card: ModelCard,
+    pub dir: PathBuf,
+}
+
+impl ModelEntry {
+    /// Read `<dir>/model.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let file = dir.join("model.toml");
+        let text = std::fs::read_to_string(&file).map_err(|source| ModelError::Read { file: file.clone(), source })?;
+        let card: ModelCard =
+            toml::from_str(&text).map_err(|e| ModelError::Card { file: file.clone(), message: e.to_string() })?;
+        let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if card.name != folder {
+            return Err(ModelError::Card {
+                file,
+                message: format!("`name = \"{}\"` differs from its folder `{folder}`; fix: make them equal", card.name),
+            });
+        }
+        if card.inputs.is_empty() || card.outputs.is_empty() {
+            return Err(ModelError::Card { file, message: "`inputs` and `outputs` must each list at least one tensor".into() });
+        }
+        Ok(ModelEntry { card, dir: dir.to_path_buf() })
+    }
+
+    /// The weights file.
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(&self.card.file)
+    }
+
+    /// Every file the card names, with its expected digest.
+    pub fn files(&self) -> Vec<(PathBuf, Option<&str>)> {
+        let mut v = vec![(self.weights_path(), Some(self.card.sha256.as_str()))];
+        if let Some(l) = &self.card.labels {
+            v.push((self.dir.join(l), self.card.labels_sha256.as_deref()));
+        }
+        v
+    }
+
+    /// Verify every file's sha256 against the card.
+    pub fn check(&self) -> Result<(), ModelError> {
+        for (file, expected) in self.files() {
+            let actual = sha256_file(&file)?;
+            if let Some(expected) = expected {
+                if !actual.eq_ignore_ascii_case(expected) {
+                    return Err(ModelError::Digest { file, expected: expected.to_string(), actual });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The folder of model folders.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub dir: PathBuf,
+}
+
+impl Repository {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The model called `name`.
+    pub fn get(&self, name: &str) -> Result<ModelEntry, ModelError> {
+        let dir = self.dir.join(name);
+        if !dir.join("model.toml").is_file() {
+            return Err(ModelError::NotFound { name: name.into(), dir: self.dir.clone() });
+        }
+        ModelEntry::load(&dir)
+    }
+
+    /// Every folder holding a `model.toml`, sorted by name; unreadable cards are returned as errors.
+    pub fn all(&self) -> Result<Vec<Result<ModelEntry, ModelError>>, ModelError> {
+        let rd = std::fs::read_dir(&self.dir).map_err(|source| ModelError::Read { file: self.dir.clone(), source })?;
+        let mut dirs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("model.toml").is_file())
+            .collect();
+        dirs.sort();
+        Ok(dirs.iter().map(|d| ModelEntry::load(d)).collect())
+    }
+}
+
+/// Hex sha256 of a file, streamed so large weights don't need to fit in memory twice.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Read { file: path.to_path_buf(), source })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| ModelError::Read { file: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_model(root: &Path, name: &str, card_extra: &str, weights: &[u8]) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.onnx"), weights).unwrap();
+        let digest = hex::encode(Sha256::digest(weights));
+        std::fs::write(
+            dir.join("model.toml"),
+            format!(
+                r#"name = "{name}"
+version = "1"
+format = "onnx"
+file = "m.onnx"
+sha256 = "{digest}"
+source = "test"
+licence = "Apache-2.0"
+inputs = [{{ name = "input", shape = [-1, 3, 4, 4], dtype = "f32" }}]
+outputs = [{{ name = "logits", shape = [-1, 10], dtype = "f32" }}]
+{card_extra}
+"#
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn good_card_loads_and_checks() {
+        let t = tempfile::tempdir().unwrap();
+        write_model(t.path(), "tiny", "[preprocess]\nresize = 8\ncrop = 4\n", b"weights");
+        let repo = Repository::new(t.path());
+        let m = repo.get("tiny").unwrap();
+        assert_eq!(m.card.inputs[0].shape, vec![-1, 3, 4, 4]);
+        assert_eq!(m.card.weights, "pretrained");
+        assert!(m.card.preprocess.is_some());
+        m.check().unwrap();
+        assert_eq!(repo.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_changed_file_fails_the_check() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = write_model(t.path(), "tiny", "", b"weights");
+        std::fs::write(dir.join("m.onnx"), b"other").unwrap();
+        let e = Repository::new(t.path()).get("tiny").unwrap().check().unwrap_err();
+        assert!(matches!(e, ModelError::Digest { .. }), "{e}");
+        assert!(e.to_string().contains("m.onnx"));
+    }
+
+    #[test]
+    fn bad_cards_name_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        write_model(t.path(), "typo", "licnce = \"x\"", b"w");
+        let e = Repository::new(t.path()).get("typo").unwrap_err().to_string();
+        assert!(e.contains("typo/model.toml") && e.contains("licnce"), "{e}");
+        let e = Repository::new(t.path()).get("missing").unwrap_err().to_string();
+        assert!(e.contains("missing") && e.contains("fix"), "{e}");
+    }
+}

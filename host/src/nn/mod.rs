@@ -1,0 +1,178 @@
+//! Inference in the host: the backend-neutral core that `wasi:nn` calls into.
+//!
+//! - [`Backend`] turns a model card into a [`Graph`]; [`tract`] is the CPU backend, and
+//!   others (ONNX Runtime) implement the same trait.
+//! - [`ModelRegistry`] holds every model loaded at start-up, shared by all requests.
+//! - [`wit`] is the `wasi:nn@0.2.0-rc-2024-10-28` implementation that guests see.
+//!
+//! Tensors are validated against the card here, once, so that backends only ever see inputs
+//! of the declared names, types and shapes.
+
+pub mod tract;
+pub mod wit;
+
+use crate::models::{DType, ModelEntry, TensorSpec};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// wasi-nn's error codes, which guests branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    InvalidEncoding,
+    RuntimeError,
+    UnsupportedOperation,
+    TooLarge,
+    NotFound,
+    Security,
+}
+
+/// An inference failure with its wasi-nn code and a message for the guest and the logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct NnError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl NnError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// A dense tensor as it crosses the wasi-nn boundary: little-endian bytes, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub dims: Vec<u32>,
+    pub dtype: DType,
+    pub data: Vec<u8>,
+}
+
+/// A loaded model that can run many inferences at once (`&self`, `Send + Sync`).
+pub trait Graph: Send + Sync {
+    /// Run once. Inputs are already validated against the card, in the card's input order.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
+}
+
+/// Something that can load models; one per inference engine.
+pub trait Backend: Send + Sync {
+    /// Short name for logs and `scoria models list`.
+    fn name(&self) -> &'static str;
+    /// Load the model described by `entry`; called once per model at start-up.
+    fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError>;
+}
+
+/// A model ready to serve: its card, the backend that loaded it, and the graph.
+pub struct LoadedModel {
+    pub entry: ModelEntry,
+    pub backend: &'static str,
+    pub graph: Arc<dyn Graph>,
+}
+
+impl LoadedModel {
+    /// Check inputs against the card and run; outputs come back named as the card says.
+    pub fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        let specs = &self.entry.card.inputs;
+        let mut ordered: Vec<Option<Tensor>> = vec![None; specs.len()];
+        for (name, t) in inputs {
+            let Some(i) = specs.iter().position(|s| s.name == name) else {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(NnError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("model `{}` has no input `{name}`; its inputs are {known:?}", self.entry.card.name),
+                ));
+            };
+            validate(&specs[i], &t)?;
+            ordered[i] = Some(t);
+        }
+        let inputs = ordered
+            .into_iter()
+            .zip(specs)
+            .map(|(t, s)| t.ok_or_else(|| NnError::new(ErrorKind::InvalidArgument, format!("input `{}` is missing", s.name))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outputs = self.graph.run(inputs)?;
+        Ok(self.entry.card.outputs.iter().map(|s| s.name.clone()).zip(outputs).collect())
+    }
+}
+
+/// Dtype, rank, fixed dimensions and byte length must all agree with the card.
+fn validate(spec: &TensorSpec, t: &Tensor) -> Result<(), NnError> {
+    let bad = |m: String| Err(NnError::new(ErrorKind::InvalidArgument, format!("input `{}`: {m}", spec.name)));
+    if t.dtype != spec.dtype {
+        return bad(format!("type is {:?}, the model expects {:?}", t.dtype, spec.dtype));
+    }
+    let fits = t.dims.len() == spec.shape.len()
+        && t.dims.iter().zip(&spec.shape).all(|(&d, &s)| d > 0 && (s < 0 || i64::from(d) == s));
+    if !fits {
+        return bad(format!("shape is {:?}, the model expects {:?} (-1 = any)", t.dims, spec.shape));
+    }
+    let elems = t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    match elems.and_then(|n| n.checked_mul(t.dtype.size())) {
+        Some(n) if n == t.data.len() => Ok(()),
+        Some(n) => bad(format!("holds {} bytes, its shape needs {n}", t.data.len())),
+        None => Err(NnError::new(ErrorKind::TooLarge, format!("input `{}` is too large", spec.name))),
+    }
+}
+
+/// Every model the host loaded at start-up, by name.
+#[derive(Default, Clone)]
+pub struct ModelRegistry {
+    models: HashMap<String, Arc<LoadedModel>>,
+}
+
+impl ModelRegistry {
+    pub fn insert(&mut self, model: LoadedModel) {
+        self.models.insert(model.entry.card.name.clone(), Arc::new(model));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedModel>> {
+        self.models.get(name)
+    }
+
+    /// The subset a component may use: exactly the models its manifest entry lists.
+    pub fn subset(&self, names: &[String]) -> ModelRegistry {
+        ModelRegistry {
+            models: names.iter().filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone()))).collect(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TensorSpec {
+        TensorSpec { name: "input".into(), shape: vec![-1, 3], dtype: DType::F32 }
+    }
+
+    fn tensor(dims: Vec<u32>, dtype: DType, bytes: usize) -> Tensor {
+        Tensor { dims, dtype, data: vec![0; bytes] }
+    }
+
+    #[test]
+    fn validation_accepts_dynamic_batch() {
+        validate(&spec(), &tensor(vec![2, 3], DType::F32, 24)).unwrap();
+    }
+
+    #[test]
+    fn validation_refuses_wrong_type_shape_and_length() {
+        for t in [
+            tensor(vec![2, 3], DType::U8, 6),
+            tensor(vec![2, 4], DType::F32, 32),
+            tensor(vec![6], DType::F32, 24),
+            tensor(vec![0, 3], DType::F32, 0),
+            tensor(vec![2, 3], DType::F32, 20),
+        ] {
+            let e = validate(&spec(), &t).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{t:?}");
+        }
+        let any3 = TensorSpec { shape: vec![-1, -1, -1], ..spec() };
+        let e = validate(&any3, &tensor(vec![u32::MAX; 3], DType::F32, 4)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge);
+    }
+}

@@ -1,0 +1,388 @@
+//! The wasmtime side: one engine, components compiled once, and a fresh instance per request.
+//!
+//! Each function is compiled into a pre-instantiated component (`InstancePre`, pooling
+//! allocator) that exports either `wasi:http/handler@0.3.0` (spin-sdk 7, WASIp3) or
+//! `wasi:http/incoming-handler@0.2.x`. Requests go through wasmtime-wasi-http's
+//! `ProxyHandler`, configured so that every instance serves exactly one request: serverless
+//! isolation, with no state leaking from one request to the next.
+//!
+//! What a guest can reach is decided here, from its manifest entry: environment variables,
+//! read-only directory mounts, outbound HTTP hosts and the models it may load.
+
+use crate::manifest::{Component as ComponentSpec, FileMount};
+use crate::nn::wit::{NnCtx, NnView};
+use crate::nn::ModelRegistry;
+use anyhow::Context as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// How often the epoch advances; a running guest yields to the executor at this period, which
+/// is what lets a request deadline fire even while a guest spins.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget for one request, from instantiation to the last body byte.
+    pub request_timeout: Duration,
+    /// Largest linear memory a guest may grow to.
+    pub max_memory: usize,
+    /// Instances that may exist at once across all functions.
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(30), max_memory: 1 << 30, max_instances: 256 }
+    }
+}
+
+/// The engine and linker shared by all functions.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<StoreData>>,
+    limits: Limits,
+    _epoch: EpochTicker,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, component-model async, epoch interruption) and a
+    /// linker with WASI p2 and p3, wasi-http p2 and p3, and wasi-nn.
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 8)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 4)
+            .max_memory_size(limits.max_memory);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .wasm_component_model_async(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::nn::wit::add_to_linker(&mut linker, |d: &mut StoreData| NnView { ctx: &mut d.nn, table: &mut d.table })?;
+
+        let _epoch = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker: Arc::new(linker), limits, _epoch })
+    }
+
+    /// Compile a component and check that it exports an HTTP handler and imports nothing the
+    /// host does not provide. `models` is the registry narrowed to what the manifest grants.
+    pub fn compile(&self, spec: &ComponentSpec, models: ModelRegistry) -> anyhow::Result<Function> {
+        let bytes = std::fs::read(&spec.source).with_context(|| {
+            format!(
+                "component `{}`: cannot read {}; build it first (`./dev build` or the component's build command)",
+                spec.id,
+                spec.source.display()
+            )
+        })?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("component `{}`: {} is not a valid component", spec.id, spec.source.display()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("component `{}` imports something the host does not provide", spec.id))?;
+        let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
+            Ok(p3) => ProxyPre::P3(p3),
+            Err(_) => ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "component `{}` exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2",
+                    spec.id
+                )
+            })?),
+        };
+        let grants = Arc::new(Grants {
+            environment: spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            files: spec.files.clone(),
+            outbound: spec.allowed_outbound_hosts.clone(),
+            models,
+        });
+        for f in &grants.files {
+            anyhow::ensure!(
+                f.source.is_dir(),
+                "component `{}`: `files` source {} is not a directory",
+                spec.id,
+                f.source.display()
+            );
+        }
+        let state = FunctionState { pre, grants, engine: self.engine.clone(), limits: self.limits.clone() };
+        Ok(Function { id: spec.id.clone(), handler: ProxyHandler::new(state) })
+    }
+}
+
+/// A compiled function, ready to serve; cheap to clone.
+#[derive(Clone)]
+pub struct Function {
+    pub id: String,
+    pub handler: ProxyHandler<FunctionState>,
+}
+
+/// What a component's manifest entry grants its instances.
+struct Grants {
+    environment: Vec<(String, String)>,
+    files: Vec<FileMount>,
+    outbound: Vec<String>,
+    models: ModelRegistry,
+}
+
+/// Per-request store contents.
+pub struct StoreData {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: OutboundPolicy,
+    table: ResourceTable,
+    nn: NnCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+fn http_view(d: &mut StoreData) -> WasiHttpCtxView<'_> {
+    d.http()
+}
+
+/// `HandlerState` for one function: how to make a store and instance for a request.
+pub struct FunctionState {
+    pre: ProxyPre<StoreData>,
+    grants: Arc<Grants>,
+    engine: Engine,
+    limits: Limits,
+}
+
+impl FunctionState {
+    fn new_store(&self) -> wasmtime::Result<Store<StoreData>> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.grants.environment).inherit_stdout().inherit_stderr();
+        for f in &self.grants.files {
+            wasi.preopened_dir(&f.source, &f.destination, FsPerms::ReadOnly)
+                .map_err(|e| wasmtime::format_err!("mounting {}: {e}", f.source.display()))?;
+        }
+        let data = StoreData {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundPolicy { allowed: self.grants.outbound.clone() },
+            table: ResourceTable::new(),
+            nn: NnCtx::new(self.grants.models.clone()),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.max_memory).trap_on_grow_failure(true).build(),
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|d| &mut d.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+}
+
+impl HandlerState for FunctionState {
+    type StoreData = StoreData;
+    type WorkerExpiration = Deadline;
+    type WorkerState = OneRequest;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<StoreData, Deadline, OneRequest>> {
+        let mut store = self.new_store()?;
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            proxy,
+            view: http_view,
+            expiration: Deadline::new(self.limits.request_timeout),
+            state: OneRequest { timeout: self.limits.request_timeout },
+        })
+    }
+}
+
+/// Serverless isolation: an instance accepts exactly one request and is then dropped.
+pub struct OneRequest {
+    timeout: Duration,
+}
+
+impl WorkerState for OneRequest {
+    type StoreData = StoreData;
+    type RequestData = ();
+
+    fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
+        if total == 0 {
+            ShouldAccept::Yes
+        } else {
+            ShouldAccept::Never
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: wasmtime::StoreContextMut<'_, StoreData>,
+        _data: (),
+        _task: wasmtime::component::GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(tokio::time::sleep(self.timeout))
+    }
+
+    fn drop(&self, _store: Store<StoreData>, result: wasmtime::Result<()>) {
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "instance ended with an error");
+        }
+    }
+}
+
+/// Expires an instance whose request has run past the timeout, polled from outside the
+/// store's event loop so that it fires even while a guest computes.
+pub struct Deadline {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        Self { timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
+    }
+}
+
+impl WorkerExpiration for Deadline {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>, state: WorkerStatus, start: Instant) -> Poll<()> {
+        // A one-request instance has nothing to wait for once idle, beyond a short grace.
+        let budget = match state {
+            WorkerStatus::Idle => Duration::from_secs(1),
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout,
+        };
+        let at = tokio::time::Instant::from_std(start + budget);
+        if self.sleep.deadline() != at {
+            self.sleep.as_mut().reset(at);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+/// Outbound HTTP is denied unless the manifest's `allowed_outbound_hosts` lists the target.
+struct OutboundPolicy {
+    allowed: Vec<String>,
+}
+
+impl OutboundPolicy {
+    fn permits(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let host = uri.host().unwrap_or("");
+        let port = uri.port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
+        self.allowed.iter().any(|a| host_matches(a, scheme, host, port))
+    }
+}
+
+/// `allowed` is `scheme://host[:port]`, where each part may be `*`.
+fn host_matches(allowed: &str, scheme: &str, host: &str, port: u16) -> bool {
+    let Some((a_scheme, rest)) = allowed.split_once("://") else { return false };
+    let rest = rest.trim_end_matches('/');
+    let (a_host, a_port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let scheme_ok = a_scheme == "*" || a_scheme.eq_ignore_ascii_case(scheme);
+    let host_ok = a_host == "*" || a_host.eq_ignore_ascii_case(host);
+    let port_ok = match a_port {
+        Some("*") => true,
+        Some(p) => p.parse() == Ok(port),
+        None => port == if scheme == "http" { 80 } else { 443 },
+    };
+    scheme_ok && host_ok && port_ok
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let _ = fut;
+        if !self.permits(request.uri()) {
+            tracing::warn!(uri = %request.uri(), "outbound request denied by allowed_outbound_hosts");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// Advances the engine's epoch on a background thread for as long as the runtime lives.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("scoria-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_hosts_match_scheme_host_and_port() {
+        assert!(host_matches("https://example.com", "https", "example.com", 443));
+        assert!(!host_matches("https://example.com", "http", "example.com", 80));
+        assert!(!host_matches("https://example.com", "https", "evil.com", 443));
+        assert!(host_matches("http://localhost:8080", "http", "localhost", 8080));
+        assert!(!host_matches("http://localhost:8080", "http", "localhost", 8081));
+        assert!(host_matches("*://*:*", "http", "anything", 1));
+        assert!(!host_matches("example.com", "https", "example.com", 443));
+    }
+}

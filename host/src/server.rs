@@ -1,0 +1,242 @@
+//! The HTTP front door: where a request enters, is routed, limited and handed to a function.
+//!
+//! Order of work for a request, cheapest first, all before any guest code runs:
+//! health endpoints -> route lookup (404) -> readiness (503) -> declared body size (413) ->
+//! read the body up to the limit (413) -> fresh instance of the function -> response.
+
+use crate::manifest::Manifest;
+use crate::runtime::Function;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response the server writes.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Server settings that do not come from the manifest.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_size: u64,
+}
+
+/// Shared server state. Functions appear once they are compiled and their models loaded;
+/// until then `/readyz` says 503 and function routes answer 503.
+pub struct AppState {
+    manifest: Manifest,
+    config: ServerConfig,
+    functions: OnceLock<HashMap<String, Function>>,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(manifest: Manifest, config: ServerConfig) -> Arc<Self> {
+        Arc::new(Self { manifest, config, functions: OnceLock::new(), next_id: AtomicU64::new(1) })
+    }
+
+    /// Mark the application ready with its compiled functions.
+    pub fn set_ready(&self, functions: HashMap<String, Function>) {
+        let _ = self.functions.set(functions);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.functions.get().is_some()
+    }
+}
+
+/// Accept connections until the process ends.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (mut resp, component) = dispatch(&state, req, peer).await;
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(
+        request_id = id,
+        %method,
+        path = %path,
+        component = component.unwrap_or("-"),
+        status = resp.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    resp
+}
+
+async fn dispatch<'a>(
+    state: &'a AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Response<Body>, Option<&'a str>) {
+    let path = req.uri().path();
+    match path {
+        "/healthz" => return (json(StatusCode::OK, r#"{"status":"ok"}"#.into()), None),
+        "/readyz" => {
+            return if state.is_ready() {
+                (json(StatusCode::OK, r#"{"status":"ready"}"#.into()), None)
+            } else {
+                (error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "functions or models are still loading"), None)
+            }
+        }
+        _ => {}
+    }
+    let Some(trigger) = state.manifest.route(path) else {
+        let routes: Vec<String> = state.manifest.triggers.iter().map(|t| t.route.as_pattern()).collect();
+        let msg = format!("no function serves {path}; routes: {}", routes.join(", "));
+        return (error(StatusCode::NOT_FOUND, "not_found", &msg), None);
+    };
+    let component = trigger.component.as_str();
+    let Some(function) = state.functions.get().and_then(|f| f.get(component)) else {
+        return (
+            error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the function is still loading; retry shortly"),
+            Some(component),
+        );
+    };
+
+    let limit = state.config.max_body_size;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return (too_large(), Some(component));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, limit as usize).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return (too_large(), Some(component)),
+        Err(e) => {
+            let msg = format!("the request body could not be read: {e}");
+            return (error(StatusCode::BAD_REQUEST, "body_unreadable", &msg), Some(component));
+        }
+    };
+
+    let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
+        Ok(r) => r,
+        Err(e) => return (error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()), Some(component)),
+    };
+    let resp = match function.handler.handle((), guest_req).await {
+        Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+        Err(e) => guest_failure(component, &e),
+    };
+    (resp, Some(component))
+}
+
+/// Rebuild the request for the guest: absolute URI (wasi-http wants scheme and authority) and
+/// Spin's informational headers, so Spin components see what they would under `spin up`.
+fn guest_request(
+    mut parts: http::request::Parts,
+    body: Bytes,
+    state: &AppState,
+    route: &str,
+    peer: SocketAddr,
+) -> anyhow::Result<Request<wasmtime_wasi_http::WasiBody>> {
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    parts.uri = http::Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(pq.as_str()).build()?;
+    let base = route.trim_end_matches("/...");
+    let path_info = parts.uri.path().strip_prefix(base).unwrap_or("").to_string();
+    for (k, v) in [
+        ("spin-full-url", parts.uri.to_string()),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", route.to_string()),
+        ("spin-raw-component-route", route.to_string()),
+        ("spin-component-route", base.to_string()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-client-addr", peer.to_string()),
+    ] {
+        parts.headers.insert(k, HeaderValue::from_str(&v)?);
+    }
+    let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Map a failed invocation to a status: 504 for the deadline, 503 when no instance could be
+/// made (pool exhausted), 500 for a trap. The host keeps serving in every case.
+fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
+    if e.downcast_ref::<ExpirationError>().is_some() {
+        tracing::warn!(component, "request timed out");
+        return error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the function did not answer within the request timeout");
+    }
+    if let Some(inst) = e.downcast_ref::<InstantiationError<()>>() {
+        tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "instance_unavailable", "no instance could be created; retry shortly");
+    }
+    let detail = format!("{e:#}");
+    tracing::error!(component, error = %detail, "function failed");
+    let reason = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| e.root_cause().to_string());
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "function_failed",
+        &format!("function `{component}` failed: {reason}"),
+    )
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The error body shared with the functions: `{"error": {"code": "...", "message": "..."}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    json(status, body.to_string())
+}
+
+impl AppState {
+    /// `(route, component)` pairs, most specific first, for logs.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.manifest.triggers.iter().map(|t| (t.route.as_pattern(), t.component.clone())).collect()
+    }
+}

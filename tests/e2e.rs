@@ -1,0 +1,358 @@
+//! End-to-end tests: start the real `scoria` binary on a free port, POST real photos, and
+//! check real predictions and every documented error.
+//!
+//! Needs what `./dev setup` produces: the built functions, the EfficientNet-Lite0 ONNX file
+//! and the photos in tests/data. A missing piece fails the test with the command to run.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    let p = root().join("tests/data").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}; run `./dev setup` first", p.display()))
+}
+
+/// A running `scoria up`, killed on drop. Its log is kept for failure messages.
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(manifest: &str, extra: &[&str]) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scoria"))
+            .current_dir(root())
+            .args(["up", "--manifest", manifest, "--models-dir", "models", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting scoria");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("scoria exited with {status} before it was ready:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("scoria did not become ready:\n{}", self.log());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = client().post(self.url(path)).header("content-type", content_type).body(body).send().unwrap();
+        parse(r)
+    }
+
+    /// Send raw bytes over TCP and read the answer, ignoring a write cut short by the server
+    /// (it may answer and close before reading a body it refuses).
+    fn raw(&self, head: &str, body: Vec<u8>) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(self.base.trim_start_matches("http://")).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        for chunk in body.chunks(64 << 10) {
+            if tcp.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 8192];
+        while let Ok(n) = tcp.read(&mut tmp) {
+            if n == 0 {
+                break;
+            }
+            buf.extend(&tmp[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
+                if len.is_some_and(|n| body.len() >= n) {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    return (status, serde_json::from_str(body).unwrap());
+                }
+            }
+        }
+        panic!("no complete response: {}", String::from_utf8_lossy(&buf));
+    }
+
+    fn assert_alive(&self) {
+        let r = client().get(self.url("/healthz")).send().expect("host is down");
+        assert_eq!(r.status(), 200);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+fn parse(r: reqwest::blocking::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}, body is not JSON ({e}): {text}"));
+    (status, v)
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["predictions"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap().to_string()).collect()
+}
+
+fn score_of(v: &Value, label: &str) -> f64 {
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == label)
+        .map(|p| p["score"].as_f64().unwrap())
+        .unwrap_or(0.0)
+}
+
+const CATS: &[&str] = &["tiger cat", "Egyptian cat", "tabby", "Persian cat", "Siamese cat", "lynx"];
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn classifies_real_photos() {
+    let s = Server::start("spin.toml", &[]);
+
+    for (file, ct) in [("chelsea.png", "image/png"), ("chelsea.jpg", "image/jpeg"), ("chelsea.webp", "image/webp")] {
+        let (status, v) = s.post("/classify", ct, photo(file));
+        assert_eq!(status, 200, "{file}: {v}");
+        assert_eq!(v["model"], "efficientnet-lite0");
+        let top = labels(&v);
+        assert_eq!(top.len(), 5, "{v}");
+        assert!(top.iter().any(|l| CATS.contains(&l.as_str())), "{file}: no cat in {top:?}");
+        let p = &v["predictions"][0];
+        assert!(p["index"].as_u64().unwrap() < 1000 && p["score"].as_f64().unwrap() > 0.0);
+    }
+
+    // The reference conversion gives tiger cat 0.38, Egyptian cat 0.37, tabby 0.16 (ONNX
+    // Runtime, PIL resize); our in-guest resize may differ slightly, never by much.
+    let (_, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    let cat_mass = score_of(&v, "tiger cat") + score_of(&v, "Egyptian cat") + score_of(&v, "tabby");
+    assert!(cat_mass > 0.8, "cat classes hold {cat_mass}: {v}");
+
+    let (_, v) = s.post("/classify", "image/png", photo("coffee.png"));
+    assert_eq!(labels(&v)[0], "espresso", "{v}");
+    assert!(score_of(&v, "espresso") > 0.9, "{v}");
+
+    let (_, v) = s.post("/classify", "image/jpeg", photo("rocket.jpg"));
+    assert!(["missile", "projectile", "space shuttle"].contains(&labels(&v)[0].as_str()), "{v}");
+
+    let (_, v) = s.post("/classify", "image/jpeg", photo("grace_hopper.jpg"));
+    assert!(labels(&v).iter().any(|l| l == "military uniform"), "{v}");
+
+    // The reference architecture's JSON form, and k.
+    let body = serde_json::json!({ "input": b64(&photo("coffee.png")) }).to_string();
+    let (status, v) = s.post("/classify?k=3", "application/json", body.into_bytes());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(labels(&v).len(), 3);
+    assert_eq!(labels(&v)[0], "espresso");
+
+    // Several images in one request: one answer per image, in order, from one batched compute.
+    let body = serde_json::json!({ "images": [b64(&photo("coffee.png")), b64(&photo("chelsea.png"))] }).to_string();
+    let (status, v) = s.post("/classify", "application/json", body.into_bytes());
+    assert_eq!(status, 200, "{v}");
+    let list = v.as_array().expect("a list for several images");
+    assert_eq!(list.len(), 2);
+    assert_eq!(labels(&list[0])[0], "espresso");
+    assert!(labels(&list[1]).iter().any(|l| CATS.contains(&l.as_str())));
+}
+
+/// A PNG whose header claims `w` x `h` pixels, with valid chunk CRCs but no real pixel data.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(w.to_be_bytes());
+    chunk.extend(h.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]);
+    out.extend(13u32.to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01".to_vec();
+    out.extend(((idat.len() - 4) as u32).to_be_bytes());
+    out.extend(&idat);
+    out.extend(crc32(&idat).to_be_bytes());
+    out
+}
+
+fn assert_error(status: u16, v: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{v}");
+    assert_eq!(v["error"]["code"], want_code, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty(), "{v}");
+}
+
+#[test]
+fn every_error_has_its_status_and_a_json_body() {
+    let s = Server::start("spin.toml", &["--max-body-size", "4194304"]);
+    let cat = photo("chelsea.png");
+
+    let (st, v) = s.post("/classify", "image/png", Vec::new());
+    assert_error(st, &v, 400, "empty_body");
+    let (st, v) = s.post("/classify", "image/png", cat[..cat.len() / 2].to_vec());
+    assert_error(st, &v, 400, "invalid_image");
+    let (st, v) = s.post("/classify", "image/jpeg", b"this is not a picture".to_vec());
+    assert_error(st, &v, 400, "invalid_image");
+    let (st, v) = s.post("/classify", "image/png", png_claiming(100_000, 100_000));
+    assert_error(st, &v, 400, "image_too_large");
+    let (st, v) = s.post("/classify", "text/plain", b"hello".to_vec());
+    assert_error(st, &v, 415, "unsupported_media_type");
+    let (st, v) = s.post("/classify", "application/json", b"{\"input\": ".to_vec());
+    assert_error(st, &v, 400, "invalid_json");
+    let (st, v) = s.post("/classify", "application/json", b"{\"input\": \"@@@\"}".to_vec());
+    assert_error(st, &v, 400, "invalid_base64");
+    let (st, v) = s.post("/classify?k=0", "image/png", cat.clone());
+    assert_error(st, &v, 400, "invalid_k");
+
+    let (st, v) = parse(client().get(s.url("/classify")).send().unwrap());
+    assert_error(st, &v, 405, "method_not_allowed");
+    let (st, v) = parse(client().post(s.url("/nowhere")).body("x").send().unwrap());
+    assert_error(st, &v, 404, "not_found");
+
+    // Over the limit: refused on the declared length before any of the body is sent, and
+    // on a chunked body without a length once the limit is crossed.
+    let head = "POST /classify HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\n";
+    let (st, v) = s.raw(&format!("{head}content-length: {}\r\n\r\n", 5 << 20), Vec::new());
+    assert_error(st, &v, 413, "body_too_large");
+    let mut chunked = Vec::new();
+    for _ in 0..80 {
+        chunked.extend(format!("{:x}\r\n", 64 << 10).as_bytes());
+        chunked.extend(vec![0u8; 64 << 10]);
+        chunked.extend(b"\r\n");
+    }
+    let (st, v) = s.raw(&format!("{head}transfer-encoding: chunked\r\n\r\n"), chunked);
+    assert_error(st, &v, 413, "body_too_large");
+
+    // None of that hurt the host.
+    let (st, v) = s.post("/classify", "image/png", cat);
+    assert_eq!(st, 200, "{v}");
+}
+
+#[test]
+fn thirty_two_concurrent_requests_agree() {
+    let s = Arc::new(Server::start("spin.toml", &[]));
+    let cat = Arc::new(photo("chelsea.png"));
+    let (_, reference) = s.post("/classify", "image/png", cat.to_vec());
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (s, cat) = (s.clone(), cat.clone());
+            std::thread::spawn(move || s.post("/classify", "image/png", cat.to_vec()))
+        })
+        .collect();
+    for h in handles {
+        let (status, v) = h.join().unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v, reference, "a concurrent answer differs");
+    }
+}
+
+#[test]
+fn a_trapping_guest_gets_500_and_the_host_keeps_serving() {
+    let s = Server::start("tests/fixtures/faults.toml", &[]);
+    for _ in 0..3 {
+        let (st, v) = parse(client().get(s.url("/fault/trap")).send().unwrap());
+        assert_error(st, &v, 500, "function_failed");
+        s.assert_alive();
+        let r = client().get(s.url("/fault/ok")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().unwrap(), "ok");
+        let (st, v) = s.post("/classify", "image/png", photo("coffee.png"));
+        assert_eq!((st, labels(&v)[0].as_str()), (200, "espresso"));
+    }
+}
+
+#[test]
+fn a_guest_sees_only_what_its_manifest_grants() {
+    let s = Server::start("tests/fixtures/faults.toml", &[]);
+    let r = client().get(s.url("/fault/sandbox")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    let env: Vec<&str> = v["env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert_eq!(env, vec!["GRANTED"], "host environment leaked: {v}");
+    assert_eq!(v["host_file_readable"], false, "{v}");
+    assert_eq!(v["granted_dir_visible"], true, "{v}");
+    let model = v["model"].as_str().unwrap();
+    assert!(model.contains("NotFound") && model.contains("not available to this component"), "{v}");
+}
+
+#[test]
+fn health_and_readiness() {
+    let s = Server::start("spin.toml", &[]);
+    let (st, v) = parse(client().get(s.url("/healthz")).send().unwrap());
+    assert_eq!((st, v["status"].as_str()), (200, Some("ok")));
+    let (st, v) = parse(client().get(s.url("/readyz")).send().unwrap());
+    assert_eq!((st, v["status"].as_str()), (200, Some("ready")));
+    let r = client().post(s.url("/classify")).header("content-type", "image/png").body(photo("coffee.png")).send().unwrap();
+    assert!(r.headers().contains_key("x-request-id"));
+}
