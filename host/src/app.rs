@@ -19,9 +19,15 @@ pub fn load_models(manifest: &Manifest, repo: &Repository) -> anyhow::Result<Mod
         let t = Instant::now();
         let entry = repo.get(&name)?;
         entry.check()?;
-        let graph = backend.load(&entry).with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
+        let graph = backend
+            .load(&entry)
+            .with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
         tracing::info!(model = %name, backend = backend.name(), ms = t.elapsed().as_millis() as u64, "model loaded");
-        registry.insert(LoadedModel { entry, backend: backend.name(), graph });
+        registry.insert(LoadedModel {
+            entry,
+            backend: backend.name(),
+            graph,
+        });
     }
     Ok(registry)
 }
@@ -35,7 +41,10 @@ pub fn compile_functions(
     let mut functions = HashMap::new();
     for (id, spec) in &manifest.components {
         for m in &spec.models {
-            anyhow::ensure!(models.get(m).is_some(), "component `{id}`: model `{m}` is not loaded");
+            anyhow::ensure!(
+                models.get(m).is_some(),
+                "component `{id}`: model `{m}` is not loaded"
+            );
         }
         let t = Instant::now();
         let f = runtime.compile(spec, models.subset(&spec.models))?;
@@ -46,7 +55,11 @@ pub fn compile_functions(
 }
 
 /// Everything `scoria up` needs before it can serve.
-pub fn prepare(manifest: &Manifest, repo: &Repository, limits: Limits) -> anyhow::Result<(Runtime, HashMap<String, Function>)> {
+pub fn prepare(
+    manifest: &Manifest,
+    repo: &Repository,
+    limits: Limits,
+) -> anyhow::Result<(Runtime, HashMap<String, Function>)> {
     let models = load_models(manifest, repo)?;
     let runtime = Runtime::new(limits)?;
     let functions = compile_functions(manifest, &runtime, &models)?;

@@ -11,10 +11,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "scoria", version, about = "Serve ML scoring functions as WebAssembly components")]
+#[command(
+    name = "scoria",
+    version,
+    about = "Serve ML scoring functions as WebAssembly components"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "SCORIA_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SCORIA_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -78,7 +88,11 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Up(args) => up(args),
-        Command::Models { command, models_dir, manifest } => {
+        Command::Models {
+            command,
+            models_dir,
+            manifest,
+        } => {
             let repo = Repository::new(models_dir.unwrap_or_else(|| default_models_dir(&manifest)));
             match command {
                 ModelsCommand::List => models_list(&repo),
@@ -91,7 +105,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -99,18 +115,29 @@ fn init_logging(format: LogFormat) {
 }
 
 fn default_models_dir(manifest: &Path) -> PathBuf {
-    manifest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("models")
+    manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("models")
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
-    let repo = Repository::new(args.models_dir.clone().unwrap_or_else(|| default_models_dir(&args.manifest)));
+    let repo = Repository::new(
+        args.models_dir
+            .clone()
+            .unwrap_or_else(|| default_models_dir(&args.manifest)),
+    );
     let limits = Limits {
         request_timeout: Duration::from_secs(args.request_timeout),
         max_memory: args.max_guest_memory_mib << 20,
         ..Limits::default()
     };
-    let config = ServerConfig { listen: args.listen, max_body_size: args.max_body_size };
+    let config = ServerConfig {
+        listen: args.listen,
+        max_body_size: args.max_body_size,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -120,9 +147,10 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!(address = %listener.local_addr()?, app = %manifest.name, "listening");
         let server = tokio::spawn(scoria::server::serve(listener, state.clone()));
 
-        let (runtime, functions) = tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits))
-            .await
-            .context("start-up panicked")??;
+        let (runtime, functions) =
+            tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits))
+                .await
+                .context("start-up panicked")??;
         for t in &state.routes() {
             tracing::info!(route = %t.0, component = %t.1, "serving");
         }
@@ -135,7 +163,10 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn models_list(repo: &Repository) -> anyhow::Result<()> {
-    println!("{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} {}", "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE", "LICENCE");
+    println!(
+        "{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} LICENCE",
+        "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE"
+    );
     for entry in repo.all()? {
         match entry {
             Ok(m) => {

@@ -25,7 +25,12 @@ pub enum ManifestError {
     Syntax { file: PathBuf, message: String },
     /// The TOML is well-formed but a value is wrong.
     #[error("{file}: `{key}`: {message}; fix: {fix}")]
-    Invalid { file: PathBuf, key: String, message: String, fix: String },
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+        fix: String,
+    },
 }
 
 /// Which trigger type declared a route. Both are served the same way; `scoria` components may
@@ -66,11 +71,17 @@ impl Route {
 
     /// Whether `path` (without query) is served by this route.
     pub fn matches(&self, path: &str) -> bool {
-        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         match self {
             Route::Exact(p) => path == p,
             Route::Prefix(p) => {
-                path == p || (path.starts_with(p.as_str()) && path[p.len()..].starts_with('/')) || p.is_empty()
+                path == p
+                    || (path.starts_with(p.as_str()) && path[p.len()..].starts_with('/'))
+                    || p.is_empty()
             }
         }
     }
@@ -137,15 +148,19 @@ pub struct Manifest {
 impl Manifest {
     /// Read and validate `spin.toml`.
     pub fn load(file: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ManifestError::Read { file: file.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
         Self::parse(file, &text)
     }
 
     /// Validate manifest text; `file` is used for error messages and to resolve relative paths.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
-        let raw: raw::Manifest = toml::from_str(text)
-            .map_err(|e| ManifestError::Syntax { file: file.to_path_buf(), message: e.to_string() })?;
+        let raw: raw::Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let invalid = |key: String, message: String, fix: &str| ManifestError::Invalid {
             file: file.to_path_buf(),
             key,
@@ -160,7 +175,11 @@ impl Manifest {
             ));
         }
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
 
         let mut components = BTreeMap::new();
         for (id, c) in raw.component {
@@ -179,7 +198,7 @@ impl Manifest {
                         key("source"),
                         "only a local file path is supported".into(),
                         "build the component locally and set `source = \"path/to/component.wasm\"`",
-                    ))
+                    ));
                 }
             };
             let mut files = Vec::new();
@@ -202,7 +221,10 @@ impl Manifest {
                         "start the destination with `/`",
                     ));
                 }
-                files.push(FileMount { source: base.join(src), destination: dst });
+                files.push(FileMount {
+                    source: base.join(src),
+                    destination: dst,
+                });
             }
             for host in &c.allowed_outbound_hosts {
                 if !host.contains("://") {
@@ -252,7 +274,11 @@ impl Manifest {
                         "give each trigger its own route",
                     ));
                 }
-                triggers.push(Trigger { kind, route, component: t.component });
+                triggers.push(Trigger {
+                    kind,
+                    route,
+                    component: t.component,
+                });
             }
         }
         if triggers.is_empty() {
@@ -263,7 +289,12 @@ impl Manifest {
             ));
         }
         triggers.sort_by_key(|t| std::cmp::Reverse(t.route.specificity()));
-        Ok(Manifest { file: file.to_path_buf(), name: raw.application.name, triggers, components })
+        Ok(Manifest {
+            file: file.to_path_buf(),
+            name: raw.application.name,
+            triggers,
+            components,
+        })
     }
 
     /// The component serving `path`, if any, with the trigger that matched.
@@ -281,7 +312,10 @@ impl Manifest {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The serde view of the file, kept private so the rest of the host sees only validated types.
@@ -425,7 +459,10 @@ allowed_outbound_hosts = ["https://example.com"]
         let m = parse(GOOD).unwrap();
         assert_eq!(m.name, "scoria-demo");
         let c = &m.components["image-classify"];
-        assert_eq!(c.source, Path::new("/app/functions/target/wasm32-wasip2/release/image_classify.wasm"));
+        assert_eq!(
+            c.source,
+            Path::new("/app/functions/target/wasm32-wasip2/release/image_classify.wasm")
+        );
         assert_eq!(c.models, vec!["efficientnet-lite0"]);
         assert_eq!(c.environment["SCORIA_MODEL"], "efficientnet-lite0");
         assert_eq!(
@@ -475,9 +512,15 @@ allowed_outbound_hosts = ["https://example.com"]
         assert!(e.contains("declared twice"), "{e}");
         let e = err(&GOOD.replace("\"https://example.com\"", "\"example.com\""));
         assert!(e.contains("component.hello.allowed_outbound_hosts"), "{e}");
-        let e = err(&GOOD.replace("source = \"hello.wasm\"", "source = { url = \"https://x\", digest = \"y\" }"));
+        let e = err(&GOOD.replace(
+            "source = \"hello.wasm\"",
+            "source = { url = \"https://x\", digest = \"y\" }",
+        ));
         assert!(e.contains("component.hello.source"), "{e}");
-        let e = err(&GOOD.replace("destination = \"/models/efficientnet-lite0\"", "destination = \"models\""));
+        let e = err(&GOOD.replace(
+            "destination = \"/models/efficientnet-lite0\"",
+            "destination = \"models\"",
+        ));
         assert!(e.contains("files[0].destination"), "{e}");
     }
 

@@ -20,9 +20,17 @@ pub enum ModelError {
     },
     #[error("{file}: {message}")]
     Card { file: PathBuf, message: String },
-    #[error("{file}: sha256 is {actual}, but model.toml says {expected}; rebuild it with `./dev setup` or update `sha256` if the new file is intended")]
-    Digest { file: PathBuf, expected: String, actual: String },
-    #[error("model `{name}` is not in {dir}: no {dir}/{name}/model.toml; fix: add the model folder or correct the name in spin.toml")]
+    #[error(
+        "{file}: sha256 is {actual}, but model.toml says {expected}; rebuild it with `./dev setup` or update `sha256` if the new file is intended"
+    )]
+    Digest {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "model `{name}` is not in {dir}: no {dir}/{name}/model.toml; fix: add the model folder or correct the name in spin.toml"
+    )]
     NotFound { name: String, dir: PathBuf },
 }
 
@@ -112,20 +120,34 @@ impl ModelEntry {
     /// Read `<dir>/model.toml`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let file = dir.join("model.toml");
-        let text = std::fs::read_to_string(&file).map_err(|source| ModelError::Read { file: file.clone(), source })?;
-        let card: ModelCard =
-            toml::from_str(&text).map_err(|e| ModelError::Card { file: file.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| ModelError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let card: ModelCard = toml::from_str(&text).map_err(|e| ModelError::Card {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
         let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if card.name != folder {
             return Err(ModelError::Card {
                 file,
-                message: format!("`name = \"{}\"` differs from its folder `{folder}`; fix: make them equal", card.name),
+                message: format!(
+                    "`name = \"{}\"` differs from its folder `{folder}`; fix: make them equal",
+                    card.name
+                ),
             });
         }
         if card.inputs.is_empty() || card.outputs.is_empty() {
-            return Err(ModelError::Card { file, message: "`inputs` and `outputs` must each list at least one tensor".into() });
+            return Err(ModelError::Card {
+                file,
+                message: "`inputs` and `outputs` must each list at least one tensor".into(),
+            });
         }
-        Ok(ModelEntry { card, dir: dir.to_path_buf() })
+        Ok(ModelEntry {
+            card,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The weights file.
@@ -146,10 +168,14 @@ impl ModelEntry {
     pub fn check(&self) -> Result<(), ModelError> {
         for (file, expected) in self.files() {
             let actual = sha256_file(&file)?;
-            if let Some(expected) = expected {
-                if !actual.eq_ignore_ascii_case(expected) {
-                    return Err(ModelError::Digest { file, expected: expected.to_string(), actual });
-                }
+            if let Some(expected) = expected
+                && !actual.eq_ignore_ascii_case(expected)
+            {
+                return Err(ModelError::Digest {
+                    file,
+                    expected: expected.to_string(),
+                    actual,
+                });
             }
         }
         Ok(())
@@ -171,14 +197,20 @@ impl Repository {
     pub fn get(&self, name: &str) -> Result<ModelEntry, ModelError> {
         let dir = self.dir.join(name);
         if !dir.join("model.toml").is_file() {
-            return Err(ModelError::NotFound { name: name.into(), dir: self.dir.clone() });
+            return Err(ModelError::NotFound {
+                name: name.into(),
+                dir: self.dir.clone(),
+            });
         }
         ModelEntry::load(&dir)
     }
 
     /// Every folder holding a `model.toml`, sorted by name; unreadable cards are returned as errors.
     pub fn all(&self) -> Result<Vec<Result<ModelEntry, ModelError>>, ModelError> {
-        let rd = std::fs::read_dir(&self.dir).map_err(|source| ModelError::Read { file: self.dir.clone(), source })?;
+        let rd = std::fs::read_dir(&self.dir).map_err(|source| ModelError::Read {
+            file: self.dir.clone(),
+            source,
+        })?;
         let mut dirs: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.join("model.toml").is_file())
@@ -190,11 +222,17 @@ impl Repository {
 
 /// Hex sha256 of a file, streamed so large weights don't need to fit in memory twice.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Read { file: path.to_path_buf(), source })?;
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|source| ModelError::Read { file: path.to_path_buf(), source })?;
+        let n = f.read(&mut buf).map_err(|source| ModelError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
         if n == 0 {
             break;
         }
@@ -235,7 +273,12 @@ outputs = [{{ name = "logits", shape = [-1, 10], dtype = "f32" }}]
     #[test]
     fn good_card_loads_and_checks() {
         let t = tempfile::tempdir().unwrap();
-        write_model(t.path(), "tiny", "[preprocess]\nresize = 8\ncrop = 4\n", b"weights");
+        write_model(
+            t.path(),
+            "tiny",
+            "[preprocess]\nresize = 8\ncrop = 4\n",
+            b"weights",
+        );
         let repo = Repository::new(t.path());
         let m = repo.get("tiny").unwrap();
         assert_eq!(m.card.inputs[0].shape, vec![-1, 3, 4, 4]);
@@ -250,7 +293,11 @@ outputs = [{{ name = "logits", shape = [-1, 10], dtype = "f32" }}]
         let t = tempfile::tempdir().unwrap();
         let dir = write_model(t.path(), "tiny", "", b"weights");
         std::fs::write(dir.join("m.onnx"), b"other").unwrap();
-        let e = Repository::new(t.path()).get("tiny").unwrap().check().unwrap_err();
+        let e = Repository::new(t.path())
+            .get("tiny")
+            .unwrap()
+            .check()
+            .unwrap_err();
         assert!(matches!(e, ModelError::Digest { .. }), "{e}");
         assert!(e.to_string().contains("m.onnx"));
     }

@@ -10,8 +10,8 @@
 //! read-only directory mounts, outbound HTTP hosts and the models it may load.
 
 use crate::manifest::{Component as ComponentSpec, FileMount};
-use crate::nn::wit::{NnCtx, NnView};
 use crate::nn::ModelRegistry;
+use crate::nn::wit::{NnCtx, NnView};
 use anyhow::Context as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
@@ -43,7 +46,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), max_memory: 1 << 30, max_instances: 256 }
+        Self {
+            request_timeout: Duration::from_secs(30),
+            max_memory: 1 << 30,
+            max_instances: 256,
+        }
     }
 }
 
@@ -78,10 +85,18 @@ impl Runtime {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::nn::wit::add_to_linker(&mut linker, |d: &mut StoreData| NnView { ctx: &mut d.nn, table: &mut d.table })?;
+        crate::nn::wit::add_to_linker(&mut linker, |d: &mut StoreData| NnView {
+            ctx: &mut d.nn,
+            table: &mut d.table,
+        })?;
 
         let _epoch = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker: Arc::new(linker), limits, _epoch })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            _epoch,
+        })
     }
 
     /// Compile a component and check that it exports an HTTP handler and imports nothing the
@@ -96,12 +111,23 @@ impl Runtime {
         })?;
         let component = Component::new(&self.engine, &bytes)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("component `{}`: {} is not a valid component", spec.id, spec.source.display()))?;
+            .with_context(|| {
+                format!(
+                    "component `{}`: {} is not a valid component",
+                    spec.id,
+                    spec.source.display()
+                )
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("component `{}` imports something the host does not provide", spec.id))?;
+            .with_context(|| {
+                format!(
+                    "component `{}` imports something the host does not provide",
+                    spec.id
+                )
+            })?;
         let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
             Ok(p3) => ProxyPre::P3(p3),
             Err(_) => ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
@@ -112,7 +138,11 @@ impl Runtime {
             })?),
         };
         let grants = Arc::new(Grants {
-            environment: spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            environment: spec
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             files: spec.files.clone(),
             outbound: spec.allowed_outbound_hosts.clone(),
             models,
@@ -125,8 +155,16 @@ impl Runtime {
                 f.source.display()
             );
         }
-        let state = FunctionState { pre, grants, engine: self.engine.clone(), limits: self.limits.clone() };
-        Ok(Function { id: spec.id.clone(), handler: ProxyHandler::new(state) })
+        let state = FunctionState {
+            pre,
+            grants,
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+        };
+        Ok(Function {
+            id: spec.id.clone(),
+            handler: ProxyHandler::new(state),
+        })
     }
 }
 
@@ -157,13 +195,20 @@ pub struct StoreData {
 
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for StoreData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -182,7 +227,9 @@ pub struct FunctionState {
 impl FunctionState {
     fn new_store(&self) -> wasmtime::Result<Store<StoreData>> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&self.grants.environment).inherit_stdout().inherit_stderr();
+        wasi.envs(&self.grants.environment)
+            .inherit_stdout()
+            .inherit_stderr();
         for f in &self.grants.files {
             wasi.preopened_dir(&f.source, &f.destination, FsPerms::ReadOnly)
                 .map_err(|e| wasmtime::format_err!("mounting {}: {e}", f.source.display()))?;
@@ -190,10 +237,15 @@ impl FunctionState {
         let data = StoreData {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundPolicy { allowed: self.grants.outbound.clone() },
+            hooks: OutboundPolicy {
+                allowed: self.grants.outbound.clone(),
+            },
             table: ResourceTable::new(),
             nn: NnCtx::new(self.grants.models.clone()),
-            limits: StoreLimitsBuilder::new().memory_size(self.limits.max_memory).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory)
+                .trap_on_grow_failure(true)
+                .build(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -215,7 +267,9 @@ impl HandlerState for FunctionState {
             proxy,
             view: http_view,
             expiration: Deadline::new(self.limits.request_timeout),
-            state: OneRequest { timeout: self.limits.request_timeout },
+            state: OneRequest {
+                timeout: self.limits.request_timeout,
+            },
         })
     }
 }
@@ -262,7 +316,10 @@ pub struct Deadline {
 
 impl Deadline {
     fn new(timeout: Duration) -> Self {
-        Self { timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
+        Self {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
     }
 }
 
@@ -297,7 +354,9 @@ impl OutboundPolicy {
 
 /// `allowed` is `scheme://host[:port]`, where each part may be `*`.
 fn host_matches(allowed: &str, scheme: &str, host: &str, port: u16) -> bool {
-    let Some((a_scheme, rest)) = allowed.split_once("://") else { return false };
+    let Some((a_scheme, rest)) = allowed.split_once("://") else {
+        return false;
+    };
     let rest = rest.trim_end_matches('/');
     let (a_host, a_port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -338,7 +397,10 @@ impl WasiHttpHooks for OutboundPolicy {
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::manifest::Manifest;
 use crate::runtime::Function;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
@@ -42,7 +42,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(manifest: Manifest, config: ServerConfig) -> Arc<Self> {
-        Arc::new(Self { manifest, config, functions: OnceLock::new(), next_id: AtomicU64::new(1) })
+        Arc::new(Self {
+            manifest,
+            config,
+            functions: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// Mark the application ready with its compiled functions.
@@ -92,17 +97,17 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
         path = %path,
         component = component.unwrap_or("-"),
         status = resp.status().as_u16(),
-        ms = start.elapsed().as_secs_f64() * 1e3,
+        ms = (start.elapsed().as_secs_f64() * 1e5).round() / 100.0,
         "request"
     );
     resp
 }
 
-async fn dispatch<'a>(
-    state: &'a AppState,
+async fn dispatch(
+    state: &AppState,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> (Response<Body>, Option<&'a str>) {
+) -> (Response<Body>, Option<&str>) {
     let path = req.uri().path();
     match path {
         "/healthz" => return (json(StatusCode::OK, r#"{"status":"ok"}"#.into()), None),
@@ -110,20 +115,36 @@ async fn dispatch<'a>(
             return if state.is_ready() {
                 (json(StatusCode::OK, r#"{"status":"ready"}"#.into()), None)
             } else {
-                (error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "functions or models are still loading"), None)
-            }
+                (
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "functions or models are still loading",
+                    ),
+                    None,
+                )
+            };
         }
         _ => {}
     }
     let Some(trigger) = state.manifest.route(path) else {
-        let routes: Vec<String> = state.manifest.triggers.iter().map(|t| t.route.as_pattern()).collect();
+        let routes: Vec<String> = state
+            .manifest
+            .triggers
+            .iter()
+            .map(|t| t.route.as_pattern())
+            .collect();
         let msg = format!("no function serves {path}; routes: {}", routes.join(", "));
         return (error(StatusCode::NOT_FOUND, "not_found", &msg), None);
     };
     let component = trigger.component.as_str();
     let Some(function) = state.functions.get().and_then(|f| f.get(component)) else {
         return (
-            error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the function is still loading; retry shortly"),
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the function is still loading; retry shortly",
+            ),
             Some(component),
         );
     };
@@ -150,13 +171,21 @@ async fn dispatch<'a>(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return (too_large(), Some(component)),
         Err(e) => {
             let msg = format!("the request body could not be read: {e}");
-            return (error(StatusCode::BAD_REQUEST, "body_unreadable", &msg), Some(component));
+            return (
+                error(StatusCode::BAD_REQUEST, "body_unreadable", &msg),
+                Some(component),
+            );
         }
     };
 
     let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
         Ok(r) => r,
-        Err(e) => return (error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()), Some(component)),
+        Err(e) => {
+            return (
+                error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+                Some(component),
+            );
+        }
     };
     let resp = match function.handler.handle((), guest_req).await {
         Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
@@ -180,8 +209,17 @@ fn guest_request(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| state.config.listen.to_string());
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    parts.uri = http::Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(pq.as_str()).build()?;
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    parts.uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority.as_str())
+        .path_and_query(pq.as_str())
+        .build()?;
     let base = route.trim_end_matches("/...");
     let path_info = parts.uri.path().strip_prefix(base).unwrap_or("").to_string();
     for (k, v) in [
@@ -204,15 +242,26 @@ fn guest_request(
 fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
     if e.downcast_ref::<ExpirationError>().is_some() {
         tracing::warn!(component, "request timed out");
-        return error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the function did not answer within the request timeout");
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the function did not answer within the request timeout",
+        );
     }
     if let Some(inst) = e.downcast_ref::<InstantiationError<()>>() {
         tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "instance_unavailable", "no instance could be created; retry shortly");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "instance_unavailable",
+            "no instance could be created; retry shortly",
+        );
     }
     let detail = format!("{e:#}");
     tracing::error!(component, error = %detail, "function failed");
-    let reason = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| e.root_cause().to_string());
+    let reason = e
+        .downcast_ref::<wasmtime::Trap>()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| e.root_cause().to_string());
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "function_failed",
@@ -222,9 +271,16 @@ fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
 
 /// A JSON response with the given status.
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -237,6 +293,10 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 impl AppState {
     /// `(route, component)` pairs, most specific first, for logs.
     pub fn routes(&self) -> Vec<(String, String)> {
-        self.manifest.triggers.iter().map(|t| (t.route.as_pattern(), t.component.clone())).collect()
+        self.manifest
+            .triggers
+            .iter()
+            .map(|t| (t.route.as_pattern(), t.component.clone()))
+            .collect()
     }
 }

@@ -23,11 +23,20 @@ async fn handle(req: Request) -> spin_sdk::http::Response<String> {
 
 fn sandbox_report() -> String {
     let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-    let host_file = std::fs::read_to_string("/etc/hostname").is_ok()
-        || std::fs::read_to_string("/etc/passwd").is_ok();
+    let host_file =
+        std::fs::read_to_string("/etc/hostname").is_ok() || std::fs::read_to_string("/etc/passwd").is_ok();
     let granted_file = std::fs::read_to_string("/data/chelsea.png").is_ok()
         || std::fs::metadata("/data/chelsea.png").is_ok();
-    let model = match infer("efficientnet-lite0", vec![("input".into(), F32Tensor { dims: vec![1], data: vec![0.0] })]) {
+    let model = match infer(
+        "efficientnet-lite0",
+        vec![(
+            "input".into(),
+            F32Tensor {
+                dims: vec![1],
+                data: vec![0.0],
+            },
+        )],
+    ) {
         Ok(_) => "loaded".to_string(),
         Err(e) => e.message,
     };

@@ -28,7 +28,8 @@ async fn handle(req: Request) -> Response {
         Err(e) => {
             let mut r = respond(e.status, e.to_json());
             if e.status == 405 {
-                r.headers_mut().insert("allow", "POST".parse().expect("static header"));
+                r.headers_mut()
+                    .insert("allow", "POST".parse().expect("static header"));
             }
             r
         }
@@ -75,7 +76,11 @@ enum Images {
 
 async fn classify(req: Request) -> Result<String, ApiError> {
     if req.method() != Method::POST {
-        return Err(ApiError::new(405, "method_not_allowed", "use POST with an image body"));
+        return Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            "use POST with an image body",
+        ));
     }
     let k = parse_k(req.uri().query())?;
     let content_type = req
@@ -84,11 +89,10 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let max_images = env_usize("SCORIA_MAX_IMAGES", 32);
-    let body = req
-        .into_body()
-        .bytes()
-        .await
-        .map_err(|e| ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}")))?;
+    let body =
+        req.into_body().bytes().await.map_err(|e| {
+            ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}"))
+        })?;
 
     let images = match content_type.as_deref() {
         Some("image/jpeg" | "image/png" | "image/webp" | "application/octet-stream") | None => {
@@ -108,7 +112,10 @@ async fn classify(req: Request) -> Result<String, ApiError> {
     };
 
     let model = std::env::var("SCORIA_MODEL").map_err(|_| {
-        ApiError::internal("misconfigured", "SCORIA_MODEL is not set in this component's environment")
+        ApiError::internal(
+            "misconfigured",
+            "SCORIA_MODEL is not set in this component's environment",
+        )
     })?;
     let card: Card<Preprocess> = Card::load(&model)?;
     let affine = card
@@ -124,7 +131,11 @@ async fn classify(req: Request) -> Result<String, ApiError> {
     let mut data = Vec::new();
     for (i, blob) in blobs.iter().enumerate() {
         let img = vision::decode(blob, max_pixels).map_err(|e| {
-            let msg = if blobs.len() > 1 { format!("image {i}: {e}") } else { e.to_string() };
+            let msg = if blobs.len() > 1 {
+                format!("image {i}: {e}")
+            } else {
+                e.to_string()
+            };
             match e {
                 vision::VisionError::Empty => ApiError::bad_request("empty_body", msg),
                 vision::VisionError::TooManyPixels { .. } | vision::VisionError::TooLarge(_) => {
@@ -137,7 +148,10 @@ async fn classify(req: Request) -> Result<String, ApiError> {
     }
 
     let crop = card.preprocess.crop;
-    let input = F32Tensor { dims: vec![blobs.len() as u32, 3, crop, crop], data };
+    let input = F32Tensor {
+        dims: vec![blobs.len() as u32, 3, crop, crop],
+        data,
+    };
     let input_name = first_name(&card.inputs, "inputs")?;
     let output_name = first_name(&card.outputs, "outputs")?;
     let outputs = infer(&model, vec![(input_name.to_owned(), input)])?;
@@ -145,12 +159,17 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         .into_iter()
         .find(|(n, _)| n == output_name)
         .map(|(_, t)| t)
-        .ok_or_else(|| ApiError::internal("inference_failed", format!("model returned no `{output_name}`")))?;
+        .ok_or_else(|| {
+            ApiError::internal("inference_failed", format!("model returned no `{output_name}`"))
+        })?;
 
     let labels = card.load_labels()?;
     let classes = logits.data.len() / blobs.len().max(1);
     if classes == 0 || logits.data.len() != classes * blobs.len() {
-        return Err(ApiError::internal("inference_failed", "output size does not match the batch"));
+        return Err(ApiError::internal(
+            "inference_failed",
+            "output size does not match the batch",
+        ));
     }
     let results: Vec<Classification> = logits
         .data
@@ -165,7 +184,10 @@ async fn classify(req: Request) -> Result<String, ApiError> {
                     score: probs[index],
                 })
                 .collect();
-            Classification { model: &card.name, predictions }
+            Classification {
+                model: &card.name,
+                predictions,
+            }
         })
         .collect();
 
@@ -207,7 +229,10 @@ fn parse_json(body: &[u8], max_images: usize) -> Result<Images, ApiError> {
                 .collect::<Result<_, _>>()?;
             Ok(Images::Many(decoded))
         }
-        _ => Err(ApiError::bad_request("invalid_json", "send exactly one of `input` or `images`")),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            "send exactly one of `input` or `images`",
+        )),
     }
 }
 
@@ -217,17 +242,17 @@ fn parse_k(query: Option<&str>) -> Result<usize, ApiError> {
         if let Some(v) = pair.strip_prefix("k=") {
             return match v.parse::<usize>() {
                 Ok(k) if (1..=1000).contains(&k) => Ok(k),
-                _ => Err(ApiError::bad_request("invalid_k", format!("k must be an integer from 1 to 1000, not `{v}`"))),
+                _ => Err(ApiError::bad_request(
+                    "invalid_k",
+                    format!("k must be an integer from 1 to 1000, not `{v}`"),
+                )),
             };
         }
     }
     Ok(DEFAULT_K)
 }
 
-fn first_name<'a>(
-    tensors: &'a [scoria_guest::card::TensorName],
-    what: &str,
-) -> Result<&'a str, ApiError> {
+fn first_name<'a>(tensors: &'a [scoria_guest::card::TensorName], what: &str) -> Result<&'a str, ApiError> {
     tensors
         .first()
         .map(|t| t.name.as_str())
@@ -235,5 +260,8 @@ fn first_name<'a>(
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

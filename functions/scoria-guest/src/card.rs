@@ -38,17 +38,17 @@ impl<P: DeserializeOwned> Card<P> {
                 format!("cannot read {path}: {e}; mount the model folder in this component's `files`"),
             )
         })?;
-        toml::from_str(&text)
-            .map_err(|e| ApiError::internal("model_card_invalid", format!("{path}: {e}")))
+        toml::from_str(&text).map_err(|e| ApiError::internal("model_card_invalid", format!("{path}: {e}")))
     }
 
     /// The labels file, one label per line, if the card names one.
     pub fn load_labels(&self) -> Result<Vec<String>, ApiError> {
-        let Some(file) = &self.labels else { return Ok(Vec::new()) };
+        let Some(file) = &self.labels else {
+            return Ok(Vec::new());
+        };
         let path = format!("{MODELS_ROOT}/{}/{file}", self.name);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ApiError::internal("labels_unreadable", format!("cannot read {path}: {e}"))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ApiError::internal("labels_unreadable", format!("cannot read {path}: {e}")))?;
         Ok(text.lines().map(str::to_owned).collect())
     }
 }

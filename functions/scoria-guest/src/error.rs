@@ -25,7 +25,11 @@ struct Inner<'a> {
 impl ApiError {
     /// Build an error; prefer the named constructors below for the common statuses.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400: the request is malformed.
@@ -40,8 +44,13 @@ impl ApiError {
 
     /// The JSON body for this error.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Body { error: Inner { code: self.code, message: &self.message } })
-            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error serialisation failed"}}"#.into())
+        serde_json::to_string(&Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error serialisation failed"}}"#.into())
     }
 }
 

@@ -28,12 +28,17 @@ pub struct F32Tensor {
 /// (500 with the host's message), as is any backend failure.
 pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(String, F32Tensor)>, ApiError> {
     let g = graph::load_by_name(model).map_err(|e| nn_error("model_unavailable", e))?;
-    let ctx = g.init_execution_context().map_err(|e| nn_error("inference_failed", e))?;
+    let ctx = g
+        .init_execution_context()
+        .map_err(|e| nn_error("inference_failed", e))?;
     let named = inputs
         .into_iter()
         .map(|(name, t)| {
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, tensor::Tensor::new(&t.dims, tensor::TensorType::Fp32, &bytes))
+            (
+                name,
+                tensor::Tensor::new(&t.dims, tensor::TensorType::Fp32, &bytes),
+            )
         })
         .collect();
     let outputs = ctx.compute(named).map_err(|e| nn_error("inference_failed", e))?;
@@ -41,14 +46,23 @@ pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(Strin
         .into_iter()
         .map(|(name, t)| {
             if t.ty() != tensor::TensorType::Fp32 {
-                return Err(ApiError::internal("inference_failed", format!("output `{name}` is not f32")));
+                return Err(ApiError::internal(
+                    "inference_failed",
+                    format!("output `{name}` is not f32"),
+                ));
             }
             let data = t
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            Ok((name, F32Tensor { dims: t.dimensions(), data }))
+            Ok((
+                name,
+                F32Tensor {
+                    dims: t.dimensions(),
+                    data,
+                },
+            ))
         })
         .collect()
 }

@@ -60,7 +60,10 @@ impl Preprocess {
     /// Folding both normalisation styles into one affine map keeps the inner loop trivial.
     pub fn affine(&self) -> Result<[(f32, f32); 3], String> {
         if self.layout != "nchw" {
-            return Err(format!("preprocess.layout `{}` is not supported; use `nchw`", self.layout));
+            return Err(format!(
+                "preprocess.layout `{}` is not supported; use `nchw`",
+                self.layout
+            ));
         }
         match (self.range, self.mean, self.std) {
             (Some([lo, hi]), None, None) => Ok([((hi - lo) / 255.0, lo); 3]),
@@ -100,7 +103,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
         e => VisionError::Invalid(e.to_string()),
     })?;
     if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(VisionError::TooManyPixels { width, height, max: max_pixels });
+        return Err(VisionError::TooManyPixels {
+            width,
+            height,
+            max: max_pixels,
+        });
     }
     let mut limits = Limits::default();
     // Decoded RGBA at 4 bytes a pixel plus decoder scratch; the pixel check above is the real bound.
@@ -158,7 +165,14 @@ mod tests {
     use super::*;
 
     fn pre(range: Option<[f32; 2]>, mean: Option<[f32; 3]>, std: Option<[f32; 3]>) -> Preprocess {
-        Preprocess { resize: 8, crop: 4, range, mean, std, layout: "nchw".into() }
+        Preprocess {
+            resize: 8,
+            crop: 4,
+            range,
+            mean,
+            std,
+            layout: "nchw".into(),
+        }
     }
 
     #[test]
@@ -185,7 +199,9 @@ mod tests {
     #[test]
     fn ambiguous_normalisation_is_refused() {
         assert!(pre(None, None, None).affine().is_err());
-        assert!(pre(Some([0.0, 1.0]), Some([0.0; 3]), Some([1.0; 3])).affine().is_err());
+        assert!(pre(Some([0.0, 1.0]), Some([0.0; 3]), Some([1.0; 3]))
+            .affine()
+            .is_err());
         assert!(pre(None, Some([0.0; 3]), Some([0.0, 1.0, 1.0])).affine().is_err());
     }
 
@@ -212,7 +228,14 @@ mod tests {
     #[test]
     fn tensor_is_chw_with_the_affine_applied() {
         let img = RgbImage::from_fn(4, 4, |_, _| image::Rgb([255, 0, 51]));
-        let p = Preprocess { resize: 4, crop: 4, range: Some([0.0, 1.0]), mean: None, std: None, layout: "nchw".into() };
+        let p = Preprocess {
+            resize: 4,
+            crop: 4,
+            range: Some([0.0, 1.0]),
+            mean: None,
+            std: None,
+            layout: "nchw".into(),
+        };
         let mut out = Vec::new();
         to_tensor(&img, &p, &p.affine().unwrap(), &mut out);
         assert_eq!(out.len(), 48);
@@ -224,14 +247,23 @@ mod tests {
     #[test]
     fn decode_refuses_empty_garbage_truncated_and_huge() {
         assert!(matches!(decode(b"", 1 << 20), Err(VisionError::Empty)));
-        assert!(matches!(decode(b"hello, world", 1 << 20), Err(VisionError::NotAnImage)));
+        assert!(matches!(
+            decode(b"hello, world", 1 << 20),
+            Err(VisionError::NotAnImage)
+        ));
         let mut png = Vec::new();
         RgbImage::new(64, 64)
             .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
             .unwrap();
         assert_eq!(decode(&png, 1 << 20).unwrap().dimensions(), (64, 64));
-        assert!(matches!(decode(&png[..png.len() / 2], 1 << 20), Err(VisionError::Invalid(_))));
-        assert!(matches!(decode(&png, 64 * 63), Err(VisionError::TooManyPixels { .. })));
+        assert!(matches!(
+            decode(&png[..png.len() / 2], 1 << 20),
+            Err(VisionError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode(&png, 64 * 63),
+            Err(VisionError::TooManyPixels { .. })
+        ));
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub struct NnError {
 
 impl NnError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -80,7 +83,10 @@ impl LoadedModel {
                 let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
                 return Err(NnError::new(
                     ErrorKind::InvalidArgument,
-                    format!("model `{}` has no input `{name}`; its inputs are {known:?}", self.entry.card.name),
+                    format!(
+                        "model `{}` has no input `{name}`; its inputs are {known:?}",
+                        self.entry.card.name
+                    ),
                 ));
             };
             validate(&specs[i], &t)?;
@@ -89,29 +95,63 @@ impl LoadedModel {
         let inputs = ordered
             .into_iter()
             .zip(specs)
-            .map(|(t, s)| t.ok_or_else(|| NnError::new(ErrorKind::InvalidArgument, format!("input `{}` is missing", s.name))))
+            .map(|(t, s)| {
+                t.ok_or_else(|| {
+                    NnError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("input `{}` is missing", s.name),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let outputs = self.graph.run(inputs)?;
-        Ok(self.entry.card.outputs.iter().map(|s| s.name.clone()).zip(outputs).collect())
+        Ok(self
+            .entry
+            .card
+            .outputs
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(outputs)
+            .collect())
     }
 }
 
 /// Dtype, rank, fixed dimensions and byte length must all agree with the card.
 fn validate(spec: &TensorSpec, t: &Tensor) -> Result<(), NnError> {
-    let bad = |m: String| Err(NnError::new(ErrorKind::InvalidArgument, format!("input `{}`: {m}", spec.name)));
+    let bad = |m: String| {
+        Err(NnError::new(
+            ErrorKind::InvalidArgument,
+            format!("input `{}`: {m}", spec.name),
+        ))
+    };
     if t.dtype != spec.dtype {
-        return bad(format!("type is {:?}, the model expects {:?}", t.dtype, spec.dtype));
+        return bad(format!(
+            "type is {:?}, the model expects {:?}",
+            t.dtype, spec.dtype
+        ));
     }
     let fits = t.dims.len() == spec.shape.len()
-        && t.dims.iter().zip(&spec.shape).all(|(&d, &s)| d > 0 && (s < 0 || i64::from(d) == s));
+        && t.dims
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&d, &s)| d > 0 && (s < 0 || i64::from(d) == s));
     if !fits {
-        return bad(format!("shape is {:?}, the model expects {:?} (-1 = any)", t.dims, spec.shape));
+        return bad(format!(
+            "shape is {:?}, the model expects {:?} (-1 = any)",
+            t.dims, spec.shape
+        ));
     }
-    let elems = t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    let elems = t
+        .dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
     match elems.and_then(|n| n.checked_mul(t.dtype.size())) {
         Some(n) if n == t.data.len() => Ok(()),
         Some(n) => bad(format!("holds {} bytes, its shape needs {n}", t.data.len())),
-        None => Err(NnError::new(ErrorKind::TooLarge, format!("input `{}` is too large", spec.name))),
+        None => Err(NnError::new(
+            ErrorKind::TooLarge,
+            format!("input `{}` is too large", spec.name),
+        )),
     }
 }
 
@@ -133,7 +173,10 @@ impl ModelRegistry {
     /// The subset a component may use: exactly the models its manifest entry lists.
     pub fn subset(&self, names: &[String]) -> ModelRegistry {
         ModelRegistry {
-            models: names.iter().filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone()))).collect(),
+            models: names
+                .iter()
+                .filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone())))
+                .collect(),
         }
     }
 
@@ -147,11 +190,19 @@ mod tests {
     use super::*;
 
     fn spec() -> TensorSpec {
-        TensorSpec { name: "input".into(), shape: vec![-1, 3], dtype: DType::F32 }
+        TensorSpec {
+            name: "input".into(),
+            shape: vec![-1, 3],
+            dtype: DType::F32,
+        }
     }
 
     fn tensor(dims: Vec<u32>, dtype: DType, bytes: usize) -> Tensor {
-        Tensor { dims, dtype, data: vec![0; bytes] }
+        Tensor {
+            dims,
+            dtype,
+            data: vec![0; bytes],
+        }
     }
 
     #[test]
@@ -171,7 +222,10 @@ mod tests {
             let e = validate(&spec(), &t).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{t:?}");
         }
-        let any3 = TensorSpec { shape: vec![-1, -1, -1], ..spec() };
+        let any3 = TensorSpec {
+            shape: vec![-1, -1, -1],
+            ..spec()
+        };
         let e = validate(&any3, &tensor(vec![u32::MAX; 3], DType::F32, 4)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::TooLarge);
     }

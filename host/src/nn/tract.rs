@@ -6,8 +6,8 @@
 use super::{Backend, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
 use std::sync::Arc;
-use tract_onnx::prelude::*;
 use tract_onnx::prelude::Tensor as TractTensor;
+use tract_onnx::prelude::*;
 
 /// Loads ONNX models with tract.
 #[derive(Debug, Default)]
@@ -26,10 +26,14 @@ impl Backend for TractBackend {
     fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError> {
         let card = &entry.card;
         if card.format != Format::Onnx {
-            return Err(NnError::new(ErrorKind::InvalidEncoding, format!("tract cannot load {:?}", card.format)));
+            return Err(NnError::new(
+                ErrorKind::InvalidEncoding,
+                format!("tract cannot load {:?}", card.format),
+            ));
         }
         let path = entry.weights_path();
-        let fail = |e: anyhow::Error| NnError::new(ErrorKind::RuntimeError, format!("{}: {e:#}", path.display()));
+        let fail =
+            |e: anyhow::Error| NnError::new(ErrorKind::RuntimeError, format!("{}: {e:#}", path.display()));
         let mut model = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
         // Pin input facts from the card: exporters' symbolic dims often confuse tract's
         // inference, and the card is what we validate against anyway.
@@ -39,12 +43,21 @@ impl Backend for TractBackend {
                 .shape
                 .iter()
                 .enumerate()
-                .map(|(j, &d)| if d < 0 { symbols.sym(&format!("d{i}_{j}")).into() } else { (d as usize).to_dim() })
+                .map(|(j, &d)| {
+                    if d < 0 {
+                        symbols.sym(&format!("d{i}_{j}")).into()
+                    } else {
+                        (d as usize).to_dim()
+                    }
+                })
                 .collect();
             let fact = InferenceFact::dt_shape(datum_type(spec.dtype)?, shape);
             model.set_input_fact(i, fact).map_err(fail)?;
         }
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(fail)?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(fail)?;
         let output_types = card.outputs.iter().map(|o| o.dtype).collect();
         Ok(Arc::new(TractGraph { plan, output_types }))
     }
@@ -52,7 +65,10 @@ impl Backend for TractBackend {
 
 impl Graph for TractGraph {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
-        let inputs = inputs.into_iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
+        let inputs = inputs
+            .into_iter()
+            .map(to_tract)
+            .collect::<Result<TVec<TValue>, _>>()?;
         let outputs = self
             .plan
             .run(inputs)
@@ -73,7 +89,10 @@ fn datum_type(d: DType) -> Result<DatumType, NnError> {
         DType::I64 => i64::datum_type(),
         DType::U8 => u8::datum_type(),
         DType::F16 | DType::Bf16 => {
-            return Err(NnError::new(ErrorKind::UnsupportedOperation, format!("tract backend: {d:?} tensors")))
+            return Err(NnError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("tract backend: {d:?} tensors"),
+            ));
         }
     })
 }
@@ -82,15 +101,26 @@ fn to_tract(t: Tensor) -> Result<TValue, NnError> {
     let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     let bad = |e: anyhow::Error| NnError::new(ErrorKind::InvalidArgument, e.to_string());
     fn le<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
+        b.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+            .collect()
     }
     let tensor = match t.dtype {
-        DType::F32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f32::from_le_bytes)).map(TractTensor::from),
-        DType::F64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f64::from_le_bytes)).map(TractTensor::from),
-        DType::I32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i32::from_le_bytes)).map(TractTensor::from),
-        DType::I64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i64::from_le_bytes)).map(TractTensor::from),
+        DType::F32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f32::from_le_bytes))
+            .map(TractTensor::from),
+        DType::F64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f64::from_le_bytes))
+            .map(TractTensor::from),
+        DType::I32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i32::from_le_bytes))
+            .map(TractTensor::from),
+        DType::I64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i64::from_le_bytes))
+            .map(TractTensor::from),
         DType::U8 => tract_ndarray::ArrayD::from_shape_vec(shape, t.data).map(TractTensor::from),
-        other => return Err(NnError::new(ErrorKind::UnsupportedOperation, format!("tract backend: {other:?} tensors"))),
+        other => {
+            return Err(NnError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("tract backend: {other:?} tensors"),
+            ));
+        }
     };
     tensor.map(|t| t.into_tvalue()).map_err(|e| bad(e.into()))
 }
@@ -113,7 +143,12 @@ fn from_tract(t: &TractTensor, dtype: DType) -> Result<Tensor, NnError> {
         DType::I32 => bytes(t, i32::to_le_bytes),
         DType::I64 => bytes(t, i64::to_le_bytes),
         DType::U8 => bytes(t, |v: u8| [v]),
-        other => return Err(NnError::new(ErrorKind::UnsupportedOperation, format!("tract backend: {other:?} tensors"))),
+        other => {
+            return Err(NnError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("tract backend: {other:?} tensors"),
+            ));
+        }
     }
     .map_err(|e| NnError::new(ErrorKind::RuntimeError, e.to_string()))?;
     Ok(Tensor { dims, dtype, data })

@@ -60,7 +60,10 @@ impl HasData for HasNn {
 }
 
 /// Add wasi-nn to a linker; `view` finds the context in the store's data.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, view: fn(&mut T) -> NnView<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
     graph::add_to_linker::<T, HasNn>(linker, view)?;
     tensor::add_to_linker::<T, HasNn>(linker, view)?;
     inference::add_to_linker::<T, HasNn>(linker, view)?;
@@ -78,7 +81,12 @@ impl NnView<'_> {
 }
 
 impl graph::Host for NnView<'_> {
-    fn load(&mut self, _builder: Vec<Vec<u8>>, _e: graph::GraphEncoding, _t: graph::ExecutionTarget) -> Fallible<Resource<GraphHandle>> {
+    fn load(
+        &mut self,
+        _builder: Vec<Vec<u8>>,
+        _e: graph::GraphEncoding,
+        _t: graph::ExecutionTarget,
+    ) -> Fallible<Resource<GraphHandle>> {
         self.fail(NnError::new(
             ErrorKind::UnsupportedOperation,
             "loading graph bytes from a guest is not allowed; list the model in the component's \
@@ -130,7 +138,12 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         let outputs = match result {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) => return self.fail(e),
-            Err(join) => return self.fail(NnError::new(ErrorKind::RuntimeError, format!("inference panicked: {join}"))),
+            Err(join) => {
+                return self.fail(NnError::new(
+                    ErrorKind::RuntimeError,
+                    format!("inference panicked: {join}"),
+                ));
+            }
         };
         let mut named = Vec::with_capacity(outputs.len());
         for (name, t) in outputs {
@@ -148,7 +161,12 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
 impl tensor::Host for NnView<'_> {}
 
 impl tensor::HostTensor for NnView<'_> {
-    fn new(&mut self, dims: Vec<u32>, ty: tensor::TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
+    fn new(
+        &mut self,
+        dims: Vec<u32>,
+        ty: tensor::TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<Tensor>> {
         let dtype = match ty {
             tensor::TensorType::Fp16 => DType::F16,
             tensor::TensorType::Fp32 => DType::F32,
