@@ -11,7 +11,7 @@
 
 use crate::manifest::{Component as ComponentSpec, FileMount};
 use crate::nn::ModelRegistry;
-use crate::nn::wit::{NnCtx, NnView};
+use crate::nn::wit::{InferenceTiming, NnCtx, NnView};
 use anyhow::Context as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -281,7 +281,7 @@ pub struct OneRequest {
 
 impl WorkerState for OneRequest {
     type StoreData = StoreData;
-    type RequestData = ();
+    type RequestData = Arc<InferenceTiming>;
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
         if total == 0 {
@@ -293,10 +293,11 @@ impl WorkerState for OneRequest {
 
     fn on_request_start(
         &self,
-        _store: wasmtime::StoreContextMut<'_, StoreData>,
-        _data: (),
+        mut store: wasmtime::StoreContextMut<'_, StoreData>,
+        timing: Arc<InferenceTiming>,
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        store.data_mut().nn.set_timing(timing);
         Box::pin(tokio::time::sleep(self.timeout))
     }
 

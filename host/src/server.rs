@@ -5,6 +5,7 @@
 //! read the body up to the limit (413) -> fresh instance of the function -> response.
 
 use crate::manifest::Manifest;
+use crate::nn::wit::InferenceTiming;
 use crate::runtime::Function;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -90,6 +91,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
     let (mut resp, component) = dispatch(&state, req, peer).await;
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    let total = format!("total;dur={:.3}", start.elapsed().as_secs_f64() * 1e3);
+    if let Ok(v) = HeaderValue::from_str(&total) {
+        resp.headers_mut().append("server-timing", v);
     }
     tracing::info!(
         request_id = id,
@@ -187,10 +192,16 @@ async fn dispatch(
             );
         }
     };
-    let resp = match function.handler.handle((), guest_req).await {
+    let timing = Arc::new(InferenceTiming::default());
+    let mut resp = match function.handler.handle(timing.clone(), guest_req).await {
         Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         Err(e) => guest_failure(component, &e),
     };
+    // Inference time as the host measured it; the rest of the request is guest and transport.
+    let header = format!("inference;dur={:.3}", timing.get().as_secs_f64() * 1e3);
+    if let Ok(v) = HeaderValue::from_str(&header) {
+        resp.headers_mut().append("server-timing", v);
+    }
     (resp, Some(component))
 }
 
@@ -248,7 +259,7 @@ fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
             "the function did not answer within the request timeout",
         );
     }
-    if let Some(inst) = e.downcast_ref::<InstantiationError<()>>() {
+    if let Some(inst) = e.downcast_ref::<InstantiationError<Arc<InferenceTiming>>>() {
         tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

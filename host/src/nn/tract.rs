@@ -5,6 +5,7 @@
 
 use super::{Backend, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tract_onnx::prelude::Tensor as TractTensor;
 use tract_onnx::prelude::*;
@@ -14,7 +15,13 @@ use tract_onnx::prelude::*;
 pub struct TractBackend;
 
 struct TractGraph {
-    plan: Arc<TypedRunnableModel>,
+    /// Plan for any size of the dynamic dimensions.
+    general: Arc<TypedRunnableModel>,
+    /// Plan with every dynamic dimension fixed to 1 (batch 1, the common case): tract picks
+    /// much faster kernels when shapes are concrete.
+    unit: Arc<TypedRunnableModel>,
+    /// Which (input, axis) pairs are dynamic, to choose the plan per call.
+    dynamic: Vec<(usize, usize)>,
     output_types: Vec<DType>,
 }
 
@@ -38,39 +45,52 @@ impl Backend for TractBackend {
         // Pin input facts from the card: exporters' symbolic dims often confuse tract's
         // inference, and the card is what we validate against anyway.
         let symbols = model.symbols.clone();
+        let mut dynamic = Vec::new();
+        let mut unit_subs = HashMap::new();
         for (i, spec) in card.inputs.iter().enumerate() {
-            let shape: TVec<TDim> = spec
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(j, &d)| {
-                    if d < 0 {
-                        symbols.sym(&format!("d{i}_{j}")).into()
-                    } else {
-                        (d as usize).to_dim()
-                    }
-                })
-                .collect();
+            let mut shape: TVec<TDim> = TVec::new();
+            for (j, &d) in spec.shape.iter().enumerate() {
+                if d < 0 {
+                    let sym = symbols.sym(&format!("d{i}_{j}"));
+                    unit_subs.insert(sym.clone(), TDim::from(1));
+                    dynamic.push((i, j));
+                    shape.push(sym.into());
+                } else {
+                    shape.push((d as usize).to_dim());
+                }
+            }
             let fact = InferenceFact::dt_shape(datum_type(spec.dtype)?, shape);
             model.set_input_fact(i, fact).map_err(fail)?;
         }
-        let plan = model
+        let typed = model.into_typed().map_err(fail)?;
+        let unit = typed
+            .set_symbols(&unit_subs)
+            .and_then(|m| m.into_optimized())
+            .map_err(fail)?;
+        let unit = unit.into_runnable().map_err(fail)?;
+        let general = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
         let output_types = card.outputs.iter().map(|o| o.dtype).collect();
-        Ok(Arc::new(TractGraph { plan, output_types }))
+        Ok(Arc::new(TractGraph {
+            general,
+            unit,
+            dynamic,
+            output_types,
+        }))
     }
 }
 
 impl Graph for TractGraph {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+        let all_unit = self.dynamic.iter().all(|&(i, j)| inputs[i].dims[j] == 1);
+        let plan = if all_unit { &self.unit } else { &self.general };
         let inputs = inputs
             .into_iter()
             .map(to_tract)
             .collect::<Result<TVec<TValue>, _>>()?;
-        let outputs = self
-            .plan
+        let outputs = plan
             .run(inputs)
             .map_err(|e| NnError::new(ErrorKind::RuntimeError, format!("tract: {e:#}")))?;
         outputs

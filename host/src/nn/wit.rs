@@ -8,6 +8,8 @@
 use super::{ErrorKind, LoadedModel, ModelRegistry, NnError, Tensor};
 use crate::models::DType;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 mod generated {
@@ -35,15 +37,38 @@ pub struct GraphHandle(Arc<LoadedModel>);
 /// A guest's execution context; holds no per-context state since graphs are reentrant.
 pub struct ExecutionContext(Arc<LoadedModel>);
 
-/// Per-request wasi-nn state: the models this component may use.
+/// Per-request wasi-nn state: the models this component may use, and where to add up the
+/// time spent in inference (reported to clients in `Server-Timing`).
 pub struct NnCtx {
     models: ModelRegistry,
+    timing: Option<Arc<InferenceTiming>>,
 }
 
 impl NnCtx {
     /// `models` must already be narrowed to what the component's manifest entry grants.
     pub fn new(models: ModelRegistry) -> Self {
-        Self { models }
+        Self { models, timing: None }
+    }
+
+    /// Attribute this instance's inference time to a request.
+    pub fn set_timing(&mut self, timing: Arc<InferenceTiming>) {
+        self.timing = Some(timing);
+    }
+}
+
+/// Inference time accumulated over one request's `compute` calls.
+#[derive(Debug, Default)]
+pub struct InferenceTiming {
+    nanos: AtomicU64,
+}
+
+impl InferenceTiming {
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, d: Duration) {
+        self.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -134,7 +159,11 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             tensors.push((name, self.table.delete(t)?));
         }
         // Inference is CPU-bound: run it on the blocking pool so the executor keeps serving.
+        let start = Instant::now();
         let result = tokio::task::spawn_blocking(move || model.compute(tensors)).await;
+        if let Some(t) = &self.ctx.timing {
+            t.add(start.elapsed());
+        }
         let outputs = match result {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) => return self.fail(e),

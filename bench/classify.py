@@ -1,0 +1,128 @@
+"""The /classify benchmark: end-to-end through `scoria up` against a native baseline, same run.
+
+End-to-end: oha (a real HTTP load generator) POSTs a real photo to a running `scoria up`.
+Native: host/examples/native_classify.rs runs the same decode and preprocessing code (the
+`vision` crate) and the same tract model in-process, no WebAssembly and no HTTP.
+Both come from the same cargo profile, so the ratios compare like with like.
+
+Prints latency p50/p99 at concurrency 1, throughput at concurrency 2 and 8, each as a ratio
+to the baseline, and where the time goes (decode, preprocess, inference, the rest).
+
+Usage (./dev bench runs this): python bench/classify.py [--photo tests/data/chelsea.png]
+    [--requests 200] [--seconds 15]
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def oha(oha_bin, url, photo, extra):
+    out = subprocess.run(
+        [oha_bin, "-m", "POST", "-D", photo, "-T", "image/png", "--no-tui", "--output-format", "json", *extra, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    d = json.loads(out)
+    codes = d.get("statusCodeDistribution", {})
+    bad = {k: v for k, v in codes.items() if k != "200"}
+    if bad or d["summary"]["successRate"] < 1.0:
+        sys.exit(f"benchmark requests failed: {codes} {d.get('errorDistribution')}")
+    return d
+
+
+def server_timing(url, photo, n):
+    """Per-request inference and total time, as the host measured them (Server-Timing)."""
+    body = open(photo, "rb").read()
+    inf, tot = [], []
+    for _ in range(n):
+        req = urllib.request.Request(url, data=body, headers={"content-type": "image/png"})
+        with urllib.request.urlopen(req) as r:
+            r.read()
+            for h in r.headers.get_all("server-timing"):
+                name, dur = h.split(";dur=")
+                (inf if name == "inference" else tot).append(float(dur))
+    return statistics.median(inf), statistics.median(tot)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.png"))
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--bin-dir", required=True, help="folder holding scoria and examples/native_classify")
+    ap.add_argument("--oha", required=True)
+    a = ap.parse_args()
+
+    native = json.loads(subprocess.run(
+        [os.path.join(a.bin_dir, "examples", "native_classify"), os.path.join(ROOT, "models"), a.photo,
+         str(a.requests), str(a.seconds), "2", "8"],
+        check=True, capture_output=True, text=True).stdout)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/classify"
+    server = subprocess.Popen(
+        [os.path.join(a.bin_dir, "scoria"), "up", "--manifest", os.path.join(ROOT, "spin.toml"),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                sys.exit("scoria did not become ready")
+            time.sleep(0.2)
+        oha(a.oha, url, a.photo, ["-n", "20", "-c", "1"])  # warm-up
+        c1 = oha(a.oha, url, a.photo, ["-n", str(a.requests), "-c", "1"])
+        c2 = oha(a.oha, url, a.photo, ["-z", f"{a.seconds}s", "-c", "2"])
+        c8 = oha(a.oha, url, a.photo, ["-z", f"{a.seconds}s", "-c", "8"])
+        inf_ms, host_total_ms = server_timing(url, a.photo, 50)
+    finally:
+        server.terminate()
+        server.wait()
+
+    p50 = c1["latencyPercentiles"]["p50"] * 1e3
+    p99 = c1["latencyPercentiles"]["p99"] * 1e3
+    rows = [
+        ("latency p50, c=1 (ms)", p50, native["total_ms_p50"]),
+        ("latency p99, c=1 (ms)", p99, native["total_ms_p99"]),
+        ("throughput c=2 (img/s)", c2["summary"]["requestsPerSec"], native["throughput"]["2"]),
+        ("throughput c=8 (img/s)", c8["summary"]["requestsPerSec"], native["throughput"]["8"]),
+    ]
+    print(f"photo: {os.path.relpath(a.photo, ROOT)}; {os.cpu_count()} CPUs; same cargo profile for both")
+    print(f"{'metric':<26}{'scoria up':>12}{'native':>12}{'ratio':>9}")
+    for name, e2e, base in rows:
+        print(f"{name:<26}{e2e:>12.2f}{base:>12.2f}{e2e / base:>8.3f}x")
+    n_dec, n_pre, n_inf = native["decode_ms_p50"], native["preprocess_ms_p50"], native["inference_ms_p50"]
+    n_tot = n_dec + n_pre + n_inf
+    print("\nwhere the time goes (p50)")
+    print(f"  native:    decode {n_dec:.2f} ms ({n_dec / n_tot:.0%}), preprocess {n_pre:.2f} ms "
+          f"({n_pre / n_tot:.0%}), inference {n_inf:.2f} ms ({n_inf / n_tot:.0%})")
+    rest = p50 - inf_ms
+    print(f"  scoria up: inference {inf_ms:.2f} ms ({inf_ms / p50:.0%}, host-measured), "
+          f"guest decode+preprocess, instantiation and HTTP {rest:.2f} ms ({rest / p50:.0%}); "
+          f"host-side total {host_total_ms:.2f} ms")
+    target = 1.15
+    verdict = "meets" if p50 / native["total_ms_p50"] <= target else "misses"
+    print(f"\np50 ratio {p50 / native['total_ms_p50']:.3f}x {verdict} the {target}x target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+//! Native baseline for the `/classify` benchmark: the same decode and preprocessing code as
+//! the image-classify function (the `vision` crate), and the same tract model, called
+//! in-process with no WebAssembly and no HTTP.
+//!
+//! Usage: native_classify <models-dir> <photo> <iterations> <seconds-per-concurrency> <c>...
+//! Prints one JSON object: per-stage p50s and total p50/p99 at concurrency 1, then
+//! throughput (images/s) at each concurrency given.
+
+use scoria::models::Repository;
+use scoria::nn::tract::TractBackend;
+use scoria::nn::{Backend, LoadedModel, Tensor};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vision::Preprocess;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() >= 5,
+        "usage: native_classify <models-dir> <photo> <iterations> <seconds> <c>..."
+    );
+    let entry = Repository::new(&args[1]).get("efficientnet-lite0")?;
+    let photo = std::fs::read(&args[2])?;
+    let iterations: usize = args[3].parse()?;
+    let seconds: f64 = args[4].parse()?;
+    let concurrency: Vec<usize> = args[5..].iter().map(|c| c.parse()).collect::<Result<_, _>>()?;
+
+    let pre: Preprocess = entry
+        .card
+        .preprocess
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no [preprocess]"))?
+        .try_into()?;
+    let graph = TractBackend.load(&entry)?;
+    let model = Arc::new(LoadedModel {
+        entry,
+        backend: "tract",
+        graph,
+    });
+    let pre = Arc::new(pre);
+
+    // Warm up, then time each stage of a single-image request.
+    for _ in 0..5 {
+        pipeline(&model, &pre, &photo)?;
+    }
+    let (mut dec, mut prep, mut inf, mut tot) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..iterations {
+        let t = pipeline(&model, &pre, &photo)?;
+        dec.push(t[0]);
+        prep.push(t[1]);
+        inf.push(t[2]);
+        tot.push(t[0] + t[1] + t[2]);
+    }
+    let mut throughput = serde_json::Map::new();
+    for &c in &concurrency {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let handles: Vec<_> = (0..c)
+            .map(|_| {
+                let (model, pre, photo) = (model.clone(), pre.clone(), photo.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        pipeline(&model, &pre, &photo).expect("pipeline");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let n: u64 = handles.into_iter().map(|h| h.join().expect("worker")).sum();
+        throughput.insert(c.to_string(), (n as f64 / start.elapsed().as_secs_f64()).into());
+    }
+    let out = serde_json::json!({
+        "decode_ms_p50": pct(&mut dec, 0.5),
+        "preprocess_ms_p50": pct(&mut prep, 0.5),
+        "inference_ms_p50": pct(&mut inf, 0.5),
+        "total_ms_p50": pct(&mut tot, 0.5),
+        "total_ms_p99": pct(&mut tot, 0.99),
+        "throughput": throughput,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// Decode, preprocess and infer once; returns the three stage times in ms.
+fn pipeline(model: &LoadedModel, pre: &Preprocess, photo: &[u8]) -> anyhow::Result<[f64; 3]> {
+    let t0 = Instant::now();
+    let img = vision::decode(photo, 40_000_000)?;
+    let t1 = Instant::now();
+    let mut data = Vec::new();
+    vision::to_tensor(&img, pre, &pre.affine().map_err(anyhow::Error::msg)?, &mut data);
+    let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let t2 = Instant::now();
+    let input = Tensor {
+        dims: vec![1, 3, pre.crop, pre.crop],
+        dtype: scoria::models::DType::F32,
+        data: bytes,
+    };
+    let out = model.compute(vec![("input".into(), input)])?;
+    let logits: Vec<f32> = out[0]
+        .1
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    std::hint::black_box(vision::top_k(&vision::softmax(&logits), 5));
+    let t3 = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
