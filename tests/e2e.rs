@@ -422,3 +422,78 @@ fn health_and_readiness() {
         .unwrap();
     assert!(r.headers().contains_key("x-request-id"));
 }
+
+#[test]
+fn outbound_http_goes_only_to_allowed_hosts() {
+    let s = Server::start("tests/fixtures/faults.toml", &[]);
+    let target = s.url("/healthz");
+    let denied = client()
+        .get(s.url(&format!("/fault/outbound?url={target}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        denied.starts_with("failed") && denied.contains("HttpRequestDenied"),
+        "{denied}"
+    );
+    let allowed = client()
+        .get(s.url(&format!("/allowed/outbound?url={target}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(allowed, "reached: 200");
+}
+
+#[test]
+fn wasip2_components_are_served_too() {
+    let s = Server::start("tests/fixtures/faults.toml", &[]);
+    let r = client().post(s.url("/p2/echo?x=1")).body("hi").send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "hello from p2: Method::Post /p2/echo?x=1\n");
+}
+
+#[test]
+fn model_commands_list_and_check_the_repository() {
+    let scoria = env!("CARGO_BIN_EXE_scoria");
+    let out = Command::new(scoria)
+        .current_dir(root())
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("efficientnet-lite0") && text.contains("pretrained") && text.contains("present"),
+        "{text}"
+    );
+
+    let out = Command::new(scoria)
+        .current_dir(root())
+        .args(["models", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A copy of the repository with one corrupted label file fails the check and names it.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("efficientnet-lite0");
+    std::fs::create_dir(&dir).unwrap();
+    let src = root().join("models/efficientnet-lite0");
+    for f in ["model.toml", "efficientnet-lite0.onnx"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("imagenet-labels.txt"), "not the labels\n").unwrap();
+    let out = Command::new(scoria)
+        .args(["models", "check", "--models-dir"])
+        .arg(t.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAILED") && text.contains("imagenet-labels.txt"),
+        "{text}"
+    );
+}

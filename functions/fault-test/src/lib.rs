@@ -1,10 +1,14 @@
 //! A plain `[[trigger.http]]` component used only by the tests. Each path misbehaves in one
 //! way, or reports what the sandbox lets it see:
 //!
-//! - `/fault/ok`: 200, so the tests can tell the host still serves after a fault;
-//! - `/fault/trap`: panics, which is a wasm trap;
-//! - `/fault/sandbox`: reports its environment, whether it can read host files, and whether
-//!   it can load a model its manifest entry does not list.
+//! The last path segment picks the behaviour, so one build can sit behind several routes with
+//! different grants:
+//!
+//! - `.../ok`: 200, so the tests can tell the host still serves after a fault;
+//! - `.../trap`: panics, which is a wasm trap;
+//! - `.../sandbox`: reports its environment, whether it can read host files, and whether
+//!   it can load a model its manifest entry does not list;
+//! - `.../outbound?url=...`: tries an outbound HTTP GET and reports what happened.
 
 use scoria_guest::nn::{infer, F32Tensor};
 use spin_sdk::http::Request;
@@ -12,10 +16,12 @@ use spin_sdk::http::Request;
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> spin_sdk::http::Response<String> {
     let path = req.uri().path().to_string();
-    let body = match path.as_str() {
-        "/fault/ok" => "ok".to_string(),
-        "/fault/trap" => panic!("deliberate trap"),
-        "/fault/sandbox" => sandbox_report(),
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = match path.rsplit('/').next().unwrap_or("") {
+        "ok" => "ok".to_string(),
+        "trap" => panic!("deliberate trap"),
+        "sandbox" => sandbox_report(),
+        "outbound" => outbound(query.strip_prefix("url=").unwrap_or("")).await,
         other => format!("unknown path {other}"),
     };
     spin_sdk::http::Response::new(body)
@@ -47,4 +53,11 @@ fn sandbox_report() -> String {
         "model": model,
     })
     .to_string()
+}
+
+async fn outbound(url: &str) -> String {
+    match spin_sdk::http::get(url).await {
+        Ok(r) => format!("reached: {}", r.status().as_u16()),
+        Err(e) => format!("failed: {e:?}"),
+    }
 }
