@@ -3,12 +3,14 @@
 //! `/readyz` turns 200 only when everything is in place.
 
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
 use crate::models::Repository;
 use crate::nn::tract::TractBackend;
 use crate::nn::{Backend, LoadedModel, ModelRegistry};
 use crate::runtime::{Function, Limits, Runtime};
 use anyhow::Context as _;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Load the models `manifest` names from `repo`, verifying each file's sha256 first.
@@ -37,6 +39,7 @@ pub fn compile_functions(
     manifest: &Manifest,
     runtime: &Runtime,
     models: &ModelRegistry,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<HashMap<String, Function>> {
     let mut functions = HashMap::new();
     for (id, spec) in &manifest.components {
@@ -47,7 +50,7 @@ pub fn compile_functions(
             );
         }
         let t = Instant::now();
-        let f = runtime.compile(spec, models.subset(&spec.models))?;
+        let f = runtime.compile(spec, models.subset(&spec.models), metrics.clone())?;
         tracing::info!(component = %id, ms = t.elapsed().as_millis() as u64, "component compiled");
         functions.insert(id.clone(), f);
     }
@@ -59,9 +62,10 @@ pub fn prepare(
     manifest: &Manifest,
     repo: &Repository,
     limits: Limits,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Runtime, HashMap<String, Function>)> {
     let models = load_models(manifest, repo)?;
     let runtime = Runtime::new(limits)?;
-    let functions = compile_functions(manifest, &runtime, &models)?;
+    let functions = compile_functions(manifest, &runtime, &models, metrics)?;
     Ok((runtime, functions))
 }

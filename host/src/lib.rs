@@ -6,8 +6,11 @@
 //! a backend such as [`nn::tract`]. Start-up is in [`app`]; the manifest and model cards it
 //! reads are in [`manifest`] and [`models`].
 
+pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod manifest;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod runtime;

@@ -2,13 +2,21 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use scoria::auth::ApiKeys;
 use scoria::manifest::Manifest;
+use scoria::metrics::Metrics;
 use scoria::models::Repository;
 use scoria::runtime::Limits;
 use scoria::server::{AppState, ServerConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Inference allocates and frees large activation buffers from many threads; glibc's per-thread
+/// arenas keep that memory, so RSS creeps up under load. mimalloc returns it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -78,9 +86,22 @@ struct UpArgs {
     /// Seconds a request may run, guest and inference included, before it gets 504.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
-    /// Largest linear memory a guest instance may grow to, in MiB.
+    /// Largest linear memory a guest instance may grow to, in MiB; past it the request gets 500.
     #[arg(long, default_value_t = 1024)]
     max_guest_memory_mib: usize,
+    /// Requests of one function running at once.
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: usize,
+    /// Requests of one function waiting for a slot; beyond it, 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
+    #[arg(long, default_value_t = 25)]
+    drain_timeout: u64,
+    /// File of API keys, one per line, optionally limited to some functions (see README).
+    /// Without it, function routes are open.
+    #[arg(long, env = "SCORIA_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,37 +150,77 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| default_models_dir(&args.manifest)),
     );
+    let api_keys = match &args.api_keys_file {
+        Some(f) => Some(Arc::new(ApiKeys::load(f)?)),
+        None => None,
+    };
+    let request_timeout = Duration::from_secs(args.request_timeout);
     let limits = Limits {
-        request_timeout: Duration::from_secs(args.request_timeout),
+        request_timeout,
         max_memory: args.max_guest_memory_mib << 20,
-        ..Limits::default()
+        max_instances: u32::try_from(args.max_concurrency * manifest.components.len())
+            .unwrap_or(u32::MAX)
+            .max(16),
     };
     let config = ServerConfig {
         listen: args.listen,
         max_body_size: args.max_body_size,
+        max_concurrent: args.max_concurrency,
+        max_queued: args.max_queue,
+        queue_timeout: request_timeout,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        api_keys,
     };
+    let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let state = AppState::new(manifest.clone(), config);
+        let state = AppState::new(manifest.clone(), config, metrics.clone());
         tracing::info!(address = %listener.local_addr()?, app = %manifest.name, "listening");
-        let server = tokio::spawn(scoria::server::serve(listener, state.clone()));
+        let mut server = tokio::spawn(scoria::server::serve(listener, state.clone(), shutdown_signal()));
 
-        let (runtime, functions) =
-            tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits))
-                .await
-                .context("start-up panicked")??;
-        for t in &state.routes() {
-            tracing::info!(route = %t.0, component = %t.1, "serving");
+        let mut loading =
+            tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits, &metrics));
+        tokio::select! {
+            loaded = &mut loading => {
+                let (runtime, functions) = loaded.context("start-up panicked")??;
+                for (route, component) in &state.routes() {
+                    tracing::info!(%route, %component, "serving");
+                }
+                state.set_ready(functions);
+                tracing::info!("ready");
+                let result = (&mut server).await.context("server task panicked")?;
+                drop(runtime);
+                result
+            }
+            // A SIGTERM during start-up ends the server; there is nothing to drain.
+            stopped = &mut server => stopped.context("server task panicked")?,
         }
-        state.set_ready(functions);
-        tracing::info!("ready");
-        let result = server.await.context("server task panicked")?;
-        drop(runtime);
-        result
-    })
+    });
+    // Don't wait for a start-up still compiling on the blocking pool.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
 }
 
 fn models_list(repo: &Repository) -> anyhow::Result<()> {

@@ -10,19 +10,18 @@
 //! read-only directory mounts, outbound HTTP hosts and the models it may load.
 
 use crate::manifest::{Component as ComponentSpec, FileMount};
+use crate::metrics::Metrics;
 use crate::nn::ModelRegistry;
 use crate::nn::wit::{InferenceTiming, NnCtx, NnView};
 use anyhow::Context as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
@@ -101,7 +100,12 @@ impl Runtime {
 
     /// Compile a component and check that it exports an HTTP handler and imports nothing the
     /// host does not provide. `models` is the registry narrowed to what the manifest grants.
-    pub fn compile(&self, spec: &ComponentSpec, models: ModelRegistry) -> anyhow::Result<Function> {
+    pub fn compile(
+        &self,
+        spec: &ComponentSpec,
+        models: ModelRegistry,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Function> {
         let bytes = std::fs::read(&spec.source).with_context(|| {
             format!(
                 "component `{}`: cannot read {}; build it first (`./dev build` or the component's build command)",
@@ -146,6 +150,7 @@ impl Runtime {
             files: spec.files.clone(),
             outbound: spec.allowed_outbound_hosts.clone(),
             models,
+            metrics,
         });
         for f in &grants.files {
             anyhow::ensure!(
@@ -181,6 +186,7 @@ struct Grants {
     files: Vec<FileMount>,
     outbound: Vec<String>,
     models: ModelRegistry,
+    metrics: Arc<Metrics>,
 }
 
 /// Per-request store contents.
@@ -190,7 +196,8 @@ pub struct StoreData {
     hooks: OutboundPolicy,
     table: ResourceTable,
     nn: NnCtx,
-    limits: StoreLimits,
+    limits: GuestLimits,
+    request: RequestSlot,
 }
 
 impl WasiView for StoreData {
@@ -234,6 +241,7 @@ impl FunctionState {
             wasi.preopened_dir(&f.source, &f.destination, FsPerms::ReadOnly)
                 .map_err(|e| wasmtime::format_err!("mounting {}: {e}", f.source.display()))?;
         }
+        let request = RequestSlot::default();
         let data = StoreData {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -241,11 +249,12 @@ impl FunctionState {
                 allowed: self.grants.outbound.clone(),
             },
             table: ResourceTable::new(),
-            nn: NnCtx::new(self.grants.models.clone()),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            nn: NnCtx::new(self.grants.models.clone(), self.grants.metrics.clone()),
+            limits: GuestLimits {
+                max_memory: self.limits.max_memory,
+                request: request.clone(),
+            },
+            request,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -262,17 +271,43 @@ impl HandlerState for FunctionState {
     async fn instantiate(&self) -> wasmtime::Result<Instance<StoreData, Deadline, OneRequest>> {
         let mut store = self.new_store()?;
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        let slot = store.data().request.clone();
         Ok(Instance {
             store,
             proxy,
             view: http_view,
-            expiration: Deadline::new(self.limits.request_timeout),
+            expiration: Deadline::new(self.limits.request_timeout, slot),
             state: OneRequest {
                 timeout: self.limits.request_timeout,
             },
         })
     }
 }
+
+/// What the server and the instance serving a request share: the inference time for
+/// `Server-Timing`, and whether the deadline ended it.
+#[derive(Debug, Default)]
+pub struct RequestState {
+    pub inference: Arc<InferenceTiming>,
+    timed_out: AtomicBool,
+    memory_exceeded: OnceLock<MemoryLimitExceeded>,
+}
+
+impl RequestState {
+    /// Whether the request was stopped by its deadline (the client gets 504).
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// Set when the guest hit its memory limit, before the trap unwinds the instance (the
+    /// handler reports traps without their cause, so the cause travels here).
+    pub fn memory_exceeded(&self) -> Option<&MemoryLimitExceeded> {
+        self.memory_exceeded.get()
+    }
+}
+
+/// Where an instance learns which request it serves; shared with its [`Deadline`].
+type RequestSlot = Arc<Mutex<Option<Arc<RequestState>>>>;
 
 /// Serverless isolation: an instance accepts exactly one request and is then dropped.
 pub struct OneRequest {
@@ -281,7 +316,7 @@ pub struct OneRequest {
 
 impl WorkerState for OneRequest {
     type StoreData = StoreData;
-    type RequestData = Arc<InferenceTiming>;
+    type RequestData = Arc<RequestState>;
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
         if total == 0 {
@@ -294,10 +329,13 @@ impl WorkerState for OneRequest {
     fn on_request_start(
         &self,
         mut store: wasmtime::StoreContextMut<'_, StoreData>,
-        timing: Arc<InferenceTiming>,
+        request: Arc<RequestState>,
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().nn.set_timing(timing);
+        store.data_mut().nn.set_timing(request.inference.clone());
+        if let Ok(mut slot) = store.data().request.lock() {
+            *slot = Some(request);
+        }
         Box::pin(tokio::time::sleep(self.timeout))
     }
 
@@ -313,13 +351,15 @@ impl WorkerState for OneRequest {
 pub struct Deadline {
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    request: RequestSlot,
 }
 
 impl Deadline {
-    fn new(timeout: Duration) -> Self {
+    fn new(timeout: Duration, request: RequestSlot) -> Self {
         Self {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            request,
         }
     }
 }
@@ -335,7 +375,72 @@ impl WorkerExpiration for Deadline {
         if self.sleep.deadline() != at {
             self.sleep.as_mut().reset(at);
         }
-        self.sleep.as_mut().poll(cx)
+        let expired = self.sleep.as_mut().poll(cx);
+        // The handler reports this as a lost worker; flag it so the client gets a 504.
+        if expired.is_ready()
+            && state != WorkerStatus::Idle
+            && let Ok(slot) = self.request.lock()
+            && let Some(r) = slot.as_ref()
+        {
+            r.timed_out.store(true, Ordering::Release);
+        }
+        expired
+    }
+}
+
+/// Caps a guest's linear memory. Growing past the cap traps with [`MemoryLimitExceeded`], so
+/// the server can tell the client why (rather than the guest seeing a failed `memory.grow`).
+struct GuestLimits {
+    max_memory: usize,
+    request: RequestSlot,
+}
+
+/// The trap raised when a guest tries to grow its memory past `--max-guest-memory-mib`.
+#[derive(Debug, Clone)]
+pub struct MemoryLimitExceeded {
+    pub limit: usize,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the function tried to use more than its memory limit of {} MiB",
+            self.limit >> 20
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            let exceeded = MemoryLimitExceeded {
+                limit: self.max_memory,
+            };
+            if let Ok(slot) = self.request.lock()
+                && let Some(r) = slot.as_ref()
+            {
+                let _ = r.memory_exceeded.set(exceeded.clone());
+            }
+            return Err(exceeded.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
     }
 }
 

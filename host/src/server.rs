@@ -1,35 +1,50 @@
 //! The HTTP front door: where a request enters, is routed, limited and handed to a function.
 //!
 //! Order of work for a request, cheapest first, all before any guest code runs:
-//! health endpoints -> route lookup (404) -> readiness (503) -> declared body size (413) ->
-//! read the body up to the limit (413) -> fresh instance of the function -> response.
+//! open endpoints (`/healthz`, `/readyz`, `/metrics`) -> route lookup (404) -> API key
+//! (401/403) -> readiness (503) -> declared body size (413) -> concurrency slot (503 with
+//! `Retry-After`) -> read the body up to the limit (413) -> fresh instance of the function.
 
+use crate::admission::{Admission, Rejected};
+use crate::auth::{ApiKeys, Decision};
 use crate::manifest::Manifest;
-use crate::nn::wit::InferenceTiming;
-use crate::runtime::Function;
+use crate::metrics::{FunctionGauges, Metrics};
+use crate::runtime::{Function, MemoryLimitExceeded, RequestState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the server writes.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Server settings that do not come from the manifest.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_size: u64,
+    /// Requests of one function running at once.
+    pub max_concurrent: usize,
+    /// Requests of one function waiting for a slot; more get 503.
+    pub max_queued: usize,
+    /// How long a queued request may wait for a slot.
+    pub queue_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// `None`: function routes are open.
+    pub api_keys: Option<Arc<ApiKeys>>,
 }
 
 /// Shared server state. Functions appear once they are compiled and their models loaded;
@@ -38,15 +53,31 @@ pub struct AppState {
     manifest: Manifest,
     config: ServerConfig,
     functions: OnceLock<HashMap<String, Function>>,
+    admission: HashMap<String, Admission>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
     next_id: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(manifest: Manifest, config: ServerConfig) -> Arc<Self> {
+    pub fn new(manifest: Manifest, config: ServerConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        let admission = manifest
+            .components
+            .keys()
+            .map(|id| {
+                (
+                    id.clone(),
+                    Admission::new(config.max_concurrent, config.max_queued),
+                )
+            })
+            .collect();
         Arc::new(Self {
             manifest,
             config,
             functions: OnceLock::new(),
+            admission,
+            metrics,
+            draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         })
     }
@@ -56,31 +87,67 @@ impl AppState {
         let _ = self.functions.set(functions);
     }
 
+    /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
-        self.functions.get().is_some()
+        self.functions.get().is_some() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// `(route, component)` pairs, most specific first, for logs.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.manifest
+            .triggers
+            .iter()
+            .map(|t| (t.route.as_pattern(), t.component.clone()))
+            .collect()
     }
 }
 
-/// Accept connections until the process ends.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
+/// Serve until `shutdown` resolves, then drain: become not ready, stop accepting (new
+/// connections are refused), let requests in flight finish for up to the drain timeout.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving what we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
+    state.draining.store(true, Ordering::Release);
+    drop(listener);
+    tracing::info!(timeout_s = state.config.drain_timeout.as_secs(), "draining");
+    match tokio::time::timeout(state.config.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timeout reached; closing the remaining connections"),
+    }
+    Ok(())
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -92,17 +159,22 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    let total = format!("total;dur={:.3}", start.elapsed().as_secs_f64() * 1e3);
+    let elapsed = start.elapsed();
+    let total = format!("total;dur={:.3}", elapsed.as_secs_f64() * 1e3);
     if let Ok(v) = HeaderValue::from_str(&total) {
         resp.headers_mut().append("server-timing", v);
     }
+    if let Some(c) = component {
+        state.metrics.request(c, resp.status().as_u16(), elapsed);
+    }
+    // Never the body, never the headers (they may carry keys).
     tracing::info!(
         request_id = id,
         %method,
         path = %path,
         component = component.unwrap_or("-"),
         status = resp.status().as_u16(),
-        ms = (start.elapsed().as_secs_f64() * 1e5).round() / 100.0,
+        ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
         "request"
     );
     resp
@@ -117,18 +189,35 @@ async fn dispatch(
     match path {
         "/healthz" => return (json(StatusCode::OK, r#"{"status":"ok"}"#.into()), None),
         "/readyz" => {
-            return if state.is_ready() {
-                (json(StatusCode::OK, r#"{"status":"ready"}"#.into()), None)
+            let resp = if state.is_ready() {
+                json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+            } else if state.draining.load(Ordering::Acquire) {
+                error(StatusCode::SERVICE_UNAVAILABLE, "draining", "shutting down")
             } else {
-                (
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        "functions or models are still loading",
-                    ),
-                    None,
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "functions or models are still loading",
                 )
             };
+            return (resp, None);
+        }
+        "/metrics" => {
+            let gauges: Vec<FunctionGauges> = state
+                .admission
+                .iter()
+                .map(|(f, a)| FunctionGauges {
+                    function: f.clone(),
+                    in_use: a.in_use(),
+                    queued: a.queued(),
+                })
+                .collect();
+            let mut r = json(StatusCode::OK, state.metrics.render(state.is_ready(), &gauges));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return (r, None);
         }
         _ => {}
     }
@@ -143,15 +232,37 @@ async fn dispatch(
         return (error(StatusCode::NOT_FOUND, "not_found", &msg), None);
     };
     let component = trigger.component.as_str();
+    let done = |r: Response<Body>| (r, Some(component));
+
+    if let Some(keys) = &state.config.api_keys {
+        let unauthorized = |code: &str, msg: &str| {
+            let mut r = error(StatusCode::UNAUTHORIZED, code, msg);
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        };
+        match keys.check(req.headers(), component) {
+            Decision::Allowed => {}
+            Decision::Missing => {
+                return done(unauthorized(
+                    "missing_api_key",
+                    "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                ));
+            }
+            Decision::Invalid => return done(unauthorized("invalid_api_key", "the API key is not valid")),
+            Decision::Forbidden => {
+                let msg = format!("the API key is not allowed to call `{component}`");
+                return done(error(StatusCode::FORBIDDEN, "forbidden", &msg));
+            }
+        }
+    }
+
     let Some(function) = state.functions.get().and_then(|f| f.get(component)) else {
-        return (
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the function is still loading; retry shortly",
-            ),
-            Some(component),
-        );
+        return done(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the function is still loading; retry shortly",
+        ));
     };
 
     let limit = state.config.max_body_size;
@@ -168,41 +279,56 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return (too_large(), Some(component));
+        return done(too_large());
     }
+
+    // Held until the function has answered, so bodies in memory are bounded too.
+    let _slot = match state.admission.get(component) {
+        Some(a) => match a.admit(state.config.queue_timeout).await {
+            Ok(slot) => Some(slot),
+            Err(why) => {
+                let msg = match why {
+                    Rejected::QueueFull => {
+                        format!("`{component}` is at its concurrency limit and its queue is full")
+                    }
+                    Rejected::QueueTimeout => {
+                        format!("`{component}` stayed at its concurrency limit; gave up waiting")
+                    }
+                };
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", &msg);
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return done(r);
+            }
+        },
+        None => None,
+    };
+
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, limit as usize).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return (too_large(), Some(component)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return done(too_large()),
         Err(e) => {
             let msg = format!("the request body could not be read: {e}");
-            return (
-                error(StatusCode::BAD_REQUEST, "body_unreadable", &msg),
-                Some(component),
-            );
+            return done(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg));
         }
     };
 
     let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
-                Some(component),
-            );
-        }
+        Err(e) => return done(error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())),
     };
-    let timing = Arc::new(InferenceTiming::default());
-    let mut resp = match function.handler.handle(timing.clone(), guest_req).await {
+    let request = Arc::new(RequestState::default());
+    let mut resp = match function.handler.handle(request.clone(), guest_req).await {
         Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
-        Err(e) => guest_failure(component, &e),
+        Err(e) => guest_failure(component, &e, &request),
     };
     // Inference time as the host measured it; the rest of the request is guest and transport.
-    let header = format!("inference;dur={:.3}", timing.get().as_secs_f64() * 1e3);
+    let header = format!("inference;dur={:.3}", request.inference.get().as_secs_f64() * 1e3);
     if let Ok(v) = HeaderValue::from_str(&header) {
         resp.headers_mut().append("server-timing", v);
     }
-    (resp, Some(component))
+    done(resp)
 }
 
 /// Rebuild the request for the guest: absolute URI (wasi-http wants scheme and authority) and
@@ -250,8 +376,8 @@ fn guest_request(
 
 /// Map a failed invocation to a status: 504 for the deadline, 503 when no instance could be
 /// made (pool exhausted), 500 for a trap. The host keeps serving in every case.
-fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
-    if e.downcast_ref::<ExpirationError>().is_some() {
+fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -> Response<Body> {
+    if request.timed_out() || e.downcast_ref::<ExpirationError>().is_some() {
         tracing::warn!(component, "request timed out");
         return error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -259,7 +385,7 @@ fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
             "the function did not answer within the request timeout",
         );
     }
-    if let Some(inst) = e.downcast_ref::<InstantiationError<Arc<InferenceTiming>>>() {
+    if let Some(inst) = e.downcast_ref::<InstantiationError<Arc<RequestState>>>() {
         tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -267,12 +393,27 @@ fn guest_failure(component: &str, e: &wasmtime::Error) -> Response<Body> {
             "no instance could be created; retry shortly",
         );
     }
+    if let Some(m) = request
+        .memory_exceeded()
+        .or_else(|| e.downcast_ref::<MemoryLimitExceeded>())
+    {
+        tracing::warn!(component, "memory limit exceeded");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "memory_limit_exceeded",
+            &m.to_string(),
+        );
+    }
     let detail = format!("{e:#}");
     tracing::error!(component, error = %detail, "function failed");
-    let reason = e
-        .downcast_ref::<wasmtime::Trap>()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| e.root_cause().to_string());
+    // The handler hands back traps as a lost worker; their cause is in the log.
+    let reason = if e.downcast_ref::<TrapOrPanicError>().is_some() {
+        "the function trapped (the host log has the trap)".to_string()
+    } else {
+        e.downcast_ref::<wasmtime::Trap>()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| e.root_cause().to_string())
+    };
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "function_failed",
@@ -299,15 +440,4 @@ pub fn json(status: StatusCode, body: String) -> Response<Body> {
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     json(status, body.to_string())
-}
-
-impl AppState {
-    /// `(route, component)` pairs, most specific first, for logs.
-    pub fn routes(&self) -> Vec<(String, String)> {
-        self.manifest
-            .triggers
-            .iter()
-            .map(|t| (t.route.as_pattern(), t.component.clone()))
-            .collect()
-    }
 }

@@ -8,7 +8,13 @@
 //! - `.../trap`: panics, which is a wasm trap;
 //! - `.../sandbox`: reports its environment, whether it can read host files, and whether
 //!   it can load a model its manifest entry does not list;
-//! - `.../outbound?url=...`: tries an outbound HTTP GET and reports what happened.
+//! - `.../outbound?url=...`: tries an outbound HTTP GET and reports what happened;
+//! - `.../loop`: spins forever (the host's request timeout must stop it);
+//! - `.../memory`: allocates without bound (the host's memory limit must stop it);
+//! - `.../stack`: recurses without bound (a stack-overflow trap);
+//! - `.../sleep?ms=N`: answers after N milliseconds (for drain and overload tests);
+//! - `.../nn-shape`, `.../nn-type`, `.../nn-unknown`: hand wasi-nn a tensor of the wrong
+//!   shape, of the wrong type, or ask for a model that does not exist.
 
 use scoria_guest::nn::{infer, F32Tensor};
 use spin_sdk::http::Request;
@@ -22,9 +28,79 @@ async fn handle(req: Request) -> spin_sdk::http::Response<String> {
         "trap" => panic!("deliberate trap"),
         "sandbox" => sandbox_report(),
         "outbound" => outbound(query.strip_prefix("url=").unwrap_or("")).await,
+        "loop" => spin_forever(),
+        "memory" => hog_memory(),
+        "stack" => format!("{}", recurse(std::hint::black_box(1))),
+        "sleep" => {
+            let ms = query
+                .strip_prefix("ms=")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            format!("slept {ms} ms")
+        }
+        "nn-shape" => return nn_garbage("efficientnet-lite0", vec![1, 3, 7, 7], 147),
+        "nn-type" => return nn_garbage_u8(),
+        "nn-unknown" => return nn_garbage("no-such-model", vec![1], 1),
         other => format!("unknown path {other}"),
     };
     spin_sdk::http::Response::new(body)
+}
+
+fn spin_forever() -> String {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+fn hog_memory() -> String {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 8 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[allow(unconditional_recursion)] // the point: overflow the stack
+fn recurse(n: u64) -> u64 {
+    let pad = std::hint::black_box([n; 64]);
+    recurse(pad[(n % 64) as usize] + 1) + pad[0]
+}
+
+fn error_response(e: scoria_guest::error::ApiError) -> spin_sdk::http::Response<String> {
+    let mut r = spin_sdk::http::Response::new(e.to_json());
+    *r.status_mut() = spin_sdk::http::StatusCode::from_u16(e.status)
+        .unwrap_or(spin_sdk::http::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+fn nn_garbage(model: &str, dims: Vec<u32>, len: usize) -> spin_sdk::http::Response<String> {
+    match infer(
+        model,
+        vec![(
+            "input".into(),
+            F32Tensor {
+                dims,
+                data: vec![0.5; len],
+            },
+        )],
+    ) {
+        Ok(_) => spin_sdk::http::Response::new("accepted garbage".into()),
+        Err(e) => error_response(e),
+    }
+}
+
+fn nn_garbage_u8() -> spin_sdk::http::Response<String> {
+    match scoria_guest::nn::infer_raw(
+        "efficientnet-lite0",
+        "input",
+        vec![1, 3, 224, 224],
+        vec![0u8; 3 * 224 * 224],
+    ) {
+        Ok(()) => spin_sdk::http::Response::new("accepted garbage".into()),
+        Err(e) => error_response(e),
+    }
 }
 
 fn sandbox_report() -> String {

@@ -70,3 +70,16 @@ pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(Strin
 fn nn_error(code: &'static str, e: errors::Error) -> ApiError {
     ApiError::internal(code, format!("wasi-nn {:?}: {}", e.code(), e.data()))
 }
+
+/// Run `model` on one u8 tensor and discard the outputs. Exists for functions whose models take
+/// byte inputs, and for the fault tests, which feed a model the wrong type on purpose.
+pub fn infer_raw(model: &str, input: &str, dims: Vec<u32>, data: Vec<u8>) -> Result<(), ApiError> {
+    let g = graph::load_by_name(model).map_err(|e| nn_error("model_unavailable", e))?;
+    let ctx = g
+        .init_execution_context()
+        .map_err(|e| nn_error("inference_failed", e))?;
+    let t = tensor::Tensor::new(&dims, tensor::TensorType::U8, &data);
+    ctx.compute(vec![(input.to_string(), t)])
+        .map_err(|e| nn_error("inference_failed", e))?;
+    Ok(())
+}

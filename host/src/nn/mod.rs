@@ -155,13 +155,36 @@ fn validate(spec: &TensorSpec, t: &Tensor) -> Result<(), NnError> {
     }
 }
 
-/// Every model the host loaded at start-up, by name.
-#[derive(Default, Clone)]
+/// Every model the host loaded at start-up, by name, and the inference slots they share.
+#[derive(Clone)]
 pub struct ModelRegistry {
     models: HashMap<String, Arc<LoadedModel>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for ModelRegistry {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Self::with_slots(cores)
+    }
 }
 
 impl ModelRegistry {
+    /// At most `slots` computes run at once, on any model; the rest wait (the wait is the
+    /// queue delay in the metrics). One per CPU core keeps CPU backends from oversubscribing
+    /// the machine and the allocator from growing a heap per extra thread.
+    pub fn with_slots(slots: usize) -> Self {
+        Self {
+            models: HashMap::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+        }
+    }
+
+    /// Wait for an inference slot; hold the permit while computing.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
     pub fn insert(&mut self, model: LoadedModel) {
         self.models.insert(model.entry.card.name.clone(), Arc::new(model));
     }
@@ -177,6 +200,7 @@ impl ModelRegistry {
                 .iter()
                 .filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone())))
                 .collect(),
+            slots: self.slots.clone(),
         }
     }
 

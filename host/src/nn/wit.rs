@@ -6,6 +6,7 @@
 //! bytes from a guest is refused, since it would let any request allocate a model.
 
 use super::{ErrorKind, LoadedModel, ModelRegistry, NnError, Tensor};
+use crate::metrics::Metrics;
 use crate::models::DType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,13 +42,18 @@ pub struct ExecutionContext(Arc<LoadedModel>);
 /// time spent in inference (reported to clients in `Server-Timing`).
 pub struct NnCtx {
     models: ModelRegistry,
+    metrics: Arc<Metrics>,
     timing: Option<Arc<InferenceTiming>>,
 }
 
 impl NnCtx {
     /// `models` must already be narrowed to what the component's manifest entry grants.
-    pub fn new(models: ModelRegistry) -> Self {
-        Self { models, timing: None }
+    pub fn new(models: ModelRegistry, metrics: Arc<Metrics>) -> Self {
+        Self {
+            models,
+            metrics,
+            timing: None,
+        }
     }
 
     /// Attribute this instance's inference time to a request.
@@ -158,12 +164,29 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         for (name, t) in inputs {
             tensors.push((name, self.table.delete(t)?));
         }
-        // Inference is CPU-bound: run it on the blocking pool so the executor keeps serving.
+        let batch = tensors
+            .first()
+            .and_then(|(_, t)| t.dims.first().copied())
+            .unwrap_or(1);
         let start = Instant::now();
-        let result = tokio::task::spawn_blocking(move || model.compute(tensors)).await;
+        let slot = self.ctx.models.slot().await;
+        let queued = start.elapsed();
+        let job = model.clone();
+        // Inference is CPU-bound: run it on the blocking pool so the executor keeps serving.
+        let result = tokio::task::spawn_blocking(move || {
+            let r = job.compute(tensors);
+            drop(slot);
+            r
+        })
+        .await;
+        let elapsed = start.elapsed();
         if let Some(t) = &self.ctx.timing {
-            t.add(start.elapsed());
+            t.add(elapsed);
         }
+        let ran = elapsed.saturating_sub(queued);
+        self.ctx
+            .metrics
+            .inference(&model.entry.card.name, model.backend, queued, ran, batch);
         let outputs = match result {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(e)) => return self.fail(e),

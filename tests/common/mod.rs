@@ -1,0 +1,186 @@
+//! Helpers shared by the end-to-end test files: a real `scoria up` on a free port, an HTTP
+//! client, and assertions on the JSON error shape.
+#![allow(dead_code)] // each test file uses its own subset
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn photo(name: &str) -> Vec<u8> {
+    let p = root().join("tests/data").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}; run `./dev setup` first", p.display()))
+}
+
+/// A running `scoria up`, killed on drop. Its log is kept for failure messages.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(manifest: &str, extra: &[&str]) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scoria"))
+            .current_dir(root())
+            .args(["up", "--manifest", manifest, "--models-dir", "models", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting scoria");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("scoria exited with {status} before it was ready:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("scoria did not become ready:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = client()
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        parse(r)
+    }
+
+    /// Send raw bytes over TCP and read the answer, ignoring a write cut short by the server
+    /// (it may answer and close before reading a body it refuses).
+    pub fn raw(&self, head: &str, body: Vec<u8>) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(self.base.trim_start_matches("http://")).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        for chunk in body.chunks(64 << 10) {
+            if tcp.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 8192];
+        while let Ok(n) = tcp.read(&mut tmp) {
+            if n == 0 {
+                break;
+            }
+            buf.extend(&tmp[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                });
+                if len.is_some_and(|n| body.len() >= n) {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    return (status, serde_json::from_str(body).unwrap());
+                }
+            }
+        }
+        panic!("no complete response: {}", String::from_utf8_lossy(&buf));
+    }
+
+    pub fn assert_alive(&self) {
+        let r = client().get(self.url("/healthz")).send().expect("host is down");
+        assert_eq!(r.status(), 200);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+pub fn parse(r: reqwest::blocking::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}, body is not JSON ({e}): {text}"));
+    (status, v)
+}
+
+pub fn labels(v: &Value) -> Vec<String> {
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn score_of(v: &Value, label: &str) -> f64 {
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == label)
+        .map(|p| p["score"].as_f64().unwrap())
+        .unwrap_or(0.0)
+}
+
+pub fn assert_error(status: u16, v: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{v}");
+    assert_eq!(v["error"]["code"], want_code, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty(), "{v}");
+}
