@@ -275,7 +275,10 @@ fn wasip2_components_are_served_too() {
     let s = Server::start("tests/fixtures/faults.toml", &[]);
     let r = client().post(s.url("/p2/echo?x=1")).body("hi").send().unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().unwrap(), "hello from p2: Method::Post /p2/echo?x=1\n");
+    assert_eq!(
+        r.text().unwrap(),
+        "hello from p2 (v1): Method::Post /p2/echo?x=1\n"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! report ready. The listener is already up while this runs, so `/healthz` answers at once and
 //! `/readyz` turns 200 only when everything is in place.
 
+use crate::cache::CompileCache;
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::models::Repository;
@@ -51,10 +52,23 @@ pub fn compile_functions(
         }
         let t = Instant::now();
         let f = runtime.compile(spec, models.subset(&spec.models), metrics.clone())?;
-        tracing::info!(component = %id, ms = t.elapsed().as_millis() as u64, "component compiled");
+        tracing::info!(
+            component = %id,
+            digest = %&f.digest[..12],
+            from_cache = f.cached,
+            ms = t.elapsed().as_millis() as u64,
+            "component ready"
+        );
         functions.insert(id.clone(), f);
     }
     Ok(functions)
+}
+
+/// What `scoria up` serves with: the runtime, the loaded models and the compiled functions.
+pub struct Prepared {
+    pub runtime: Arc<Runtime>,
+    pub models: ModelRegistry,
+    pub functions: HashMap<String, Function>,
 }
 
 /// Everything `scoria up` needs before it can serve.
@@ -62,10 +76,27 @@ pub fn prepare(
     manifest: &Manifest,
     repo: &Repository,
     limits: Limits,
+    cache: Option<CompileCache>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Runtime, HashMap<String, Function>)> {
+) -> anyhow::Result<Prepared> {
     let models = load_models(manifest, repo)?;
-    let runtime = Runtime::new(limits)?;
+    let runtime = Runtime::new(limits, cache)?;
     let functions = compile_functions(manifest, &runtime, &models, metrics)?;
-    Ok((runtime, functions))
+    Ok(Prepared {
+        runtime: Arc::new(runtime),
+        models,
+        functions,
+    })
+}
+
+/// `scoria compile`: compile every component of `manifest` into `cache`, for container
+/// images and pods that should start without running Cranelift.
+pub fn precompile(manifest: &Manifest, cache: CompileCache) -> anyhow::Result<Vec<Function>> {
+    let runtime = Runtime::new(Limits::default(), Some(cache))?;
+    let metrics = Arc::new(Metrics::default());
+    manifest
+        .components
+        .values()
+        .map(|spec| runtime.compile(spec, ModelRegistry::default(), metrics.clone()))
+        .collect()
 }

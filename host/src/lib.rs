@@ -6,9 +6,11 @@
 //! a backend such as [`nn::tract`]. Start-up is in [`app`]; the manifest and model cards it
 //! reads are in [`manifest`] and [`models`].
 
+pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod manifest;
 pub mod metrics;
 pub mod models;

@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use scoria::admin::AdminToken;
 use scoria::auth::ApiKeys;
+use scoria::cache::CompileCache;
 use scoria::manifest::Manifest;
 use scoria::metrics::Metrics;
 use scoria::models::Repository;
@@ -48,6 +50,15 @@ enum LogFormat {
 enum Command {
     /// Serve every route of a spin.toml manifest.
     Up(UpArgs),
+    /// Compile every component of a manifest into the compile cache, so that a restart or a
+    /// new pod (with the cache baked into its image) starts without compiling.
+    Compile {
+        /// The application manifest.
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
     /// Inspect the model repository.
     Models {
         #[command(subcommand)]
@@ -102,6 +113,34 @@ struct UpArgs {
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
     api_keys_file: Option<PathBuf>,
+    /// File holding the admin API's bearer token. Without it the admin API is off.
+    #[arg(long, env = "SCORIA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(clap::Args)]
+struct CacheArgs {
+    /// Where compiled components are cached (default: `.cache/compiled` beside the manifest).
+    #[arg(long, env = "SCORIA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component at start-up, ignoring and not writing the cache.
+    #[arg(long)]
+    no_compile_cache: bool,
+}
+
+impl CacheArgs {
+    fn cache(&self, manifest: &Path) -> Option<CompileCache> {
+        if self.no_compile_cache {
+            return None;
+        }
+        let dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| manifest_dir(manifest).join(".cache/compiled"));
+        Some(CompileCache::new(dir))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +148,20 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Up(args) => up(args),
+        Command::Compile {
+            manifest: file,
+            cache,
+        } => {
+            let manifest = Manifest::load(&file)?;
+            let cache = cache
+                .cache(&file)
+                .context("the compile cache is disabled; drop --no-compile-cache")?;
+            for f in scoria::app::precompile(&manifest, cache)? {
+                let how = if f.cached { "already cached" } else { "compiled" };
+                println!("{:<24} {}  {how}", f.id, &f.digest[..16]);
+            }
+            Ok(())
+        }
         Command::Models {
             command,
             models_dir,
@@ -126,21 +179,27 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    // Colour only for a person at a terminal; log collectors want plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn default_models_dir(manifest: &Path) -> PathBuf {
+fn manifest_dir(manifest: &Path) -> PathBuf {
     manifest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .join("models")
+        .to_path_buf()
+}
+
+fn default_models_dir(manifest: &Path) -> PathBuf {
+    manifest_dir(manifest).join("models")
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -170,7 +229,12 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         queue_timeout: request_timeout,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         api_keys,
+        admin_token: match &args.admin_token_file {
+            Some(f) => Some(Arc::new(AdminToken::load(f)?)),
+            None => None,
+        },
     };
+    let cache = args.cache.cache(&args.manifest);
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(async move {
@@ -181,19 +245,18 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!(address = %listener.local_addr()?, app = %manifest.name, "listening");
         let mut server = tokio::spawn(scoria::server::serve(listener, state.clone(), shutdown_signal()));
 
-        let mut loading =
-            tokio::task::spawn_blocking(move || scoria::app::prepare(&manifest, &repo, limits, &metrics));
+        let mut loading = tokio::task::spawn_blocking(move || {
+            scoria::app::prepare(&manifest, &repo, limits, cache, &metrics)
+        });
         tokio::select! {
             loaded = &mut loading => {
-                let (runtime, functions) = loaded.context("start-up panicked")??;
+                let prepared = loaded.context("start-up panicked")??;
                 for (route, component) in &state.routes() {
                     tracing::info!(%route, %component, "serving");
                 }
-                state.set_ready(functions);
+                state.set_ready(prepared);
                 tracing::info!("ready");
-                let result = (&mut server).await.context("server task panicked")?;
-                drop(runtime);
-                result
+                (&mut server).await.context("server task panicked")?
             }
             // A SIGTERM during start-up ends the server; there is nothing to drain.
             stopped = &mut server => stopped.context("server task panicked")?,

@@ -9,18 +9,20 @@
 //! What a guest can reach is decided here, from its manifest entry: environment variables,
 //! read-only directory mounts, outbound HTTP hosts and the models it may load.
 
+use crate::cache::CompileCache;
 use crate::manifest::{Component as ComponentSpec, FileMount};
 use crate::metrics::Metrics;
 use crate::nn::ModelRegistry;
 use crate::nn::wit::{InferenceTiming, NnCtx, NnView};
 use anyhow::Context as _;
+use sha2::Digest as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
@@ -58,13 +60,14 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<StoreData>>,
     limits: Limits,
+    cache: Option<CompileCache>,
     _epoch: EpochTicker,
 }
 
 impl Runtime {
     /// Build the engine (pooling allocator, component-model async, epoch interruption) and a
     /// linker with WASI p2 and p3, wasi-http p2 and p3, and wasi-nn.
-    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+    pub fn new(limits: Limits, cache: Option<CompileCache>) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances * 8)
@@ -94,12 +97,13 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             limits,
+            cache,
             _epoch,
         })
     }
 
-    /// Compile a component and check that it exports an HTTP handler and imports nothing the
-    /// host does not provide. `models` is the registry narrowed to what the manifest grants.
+    /// Read, compile (or load from the compile cache) and validate a component's `source`.
+    /// `models` is the registry narrowed to what the manifest grants.
     pub fn compile(
         &self,
         spec: &ComponentSpec,
@@ -108,38 +112,47 @@ impl Runtime {
     ) -> anyhow::Result<Function> {
         let bytes = std::fs::read(&spec.source).with_context(|| {
             format!(
-                "component `{}`: cannot read {}; build it first (`./dev build` or the component's build command)",
+                "component `{}`: cannot read {}; build it first (`./dev setup` or the component's build command)",
                 spec.id,
                 spec.source.display()
             )
         })?;
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "component `{}`: {} is not a valid component",
-                    spec.id,
-                    spec.source.display()
-                )
-            })?;
+        self.compile_bytes(spec, &bytes, models, metrics)
+            .with_context(|| format!("component `{}` from {}", spec.id, spec.source.display()))
+    }
+
+    /// Compile and validate component bytes for `spec`'s grants: it must export an HTTP
+    /// handler and import only what the host provides. Used at start-up and for hot swaps.
+    pub fn compile_bytes(
+        &self,
+        spec: &ComponentSpec,
+        bytes: &[u8],
+        models: ModelRegistry,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Function> {
+        let compiled = match &self.cache {
+            Some(cache) => cache.compile(&self.engine, bytes),
+            None => {
+                crate::cache::compile_uncached(&self.engine, bytes).map(|component| crate::cache::Compiled {
+                    component,
+                    digest: hex::encode(sha2::Sha256::digest(bytes)),
+                    cached: false,
+                })
+            }
+        }
+        .context("not a valid WebAssembly component")?;
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(&compiled.component)
             .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "component `{}` imports something the host does not provide",
-                    spec.id
-                )
-            })?;
+            .context("it imports something the host does not provide")?;
         let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
             Ok(p3) => ProxyPre::P3(p3),
-            Err(_) => ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
-                format!(
-                    "component `{}` exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2",
-                    spec.id
-                )
-            })?),
+            Err(_) => ProxyPre::P2(
+                wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .context("it exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2")?,
+            ),
         };
         let grants = Arc::new(Grants {
             environment: spec
@@ -169,6 +182,9 @@ impl Runtime {
         Ok(Function {
             id: spec.id.clone(),
             handler: ProxyHandler::new(state),
+            digest: compiled.digest,
+            loaded_at: std::time::SystemTime::now(),
+            cached: compiled.cached,
         })
     }
 }
@@ -178,6 +194,12 @@ impl Runtime {
 pub struct Function {
     pub id: String,
     pub handler: ProxyHandler<FunctionState>,
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    /// When this version was compiled or loaded.
+    pub loaded_at: std::time::SystemTime,
+    /// Whether it came from the compile cache.
+    pub cached: bool,
 }
 
 /// What a component's manifest entry grants its instances.

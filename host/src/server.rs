@@ -5,11 +5,14 @@
 //! (401/403) -> readiness (503) -> declared body size (413) -> concurrency slot (503 with
 //! `Retry-After`) -> read the body up to the limit (413) -> fresh instance of the function.
 
+use crate::admin::AdminToken;
 use crate::admission::{Admission, Rejected};
+use crate::app::Prepared;
 use crate::auth::{ApiKeys, Decision};
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, Metrics};
-use crate::runtime::{Function, MemoryLimitExceeded, RequestState};
+use crate::nn::ModelRegistry;
+use crate::runtime::{Function, MemoryLimitExceeded, RequestState, Runtime};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
@@ -20,7 +23,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
@@ -28,6 +31,31 @@ use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPan
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the server writes.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A function's serving version and the one before it, for rollback.
+struct Deployed {
+    current: Function,
+    previous: Option<Function>,
+}
+
+/// What a hot swap compiles with.
+struct SwapContext {
+    runtime: Arc<Runtime>,
+    models: ModelRegistry,
+}
+
+/// Why a swap was refused; the old version keeps serving in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("the host is still starting")]
+    NotReady,
+    #[error("no such component in the manifest")]
+    UnknownComponent,
+    #[error("there is no previous version to roll back to")]
+    NoPrevious,
+    #[error("the component was refused: {0}")]
+    Invalid(String),
+}
 
 /// Server settings that do not come from the manifest.
 #[derive(Clone)]
@@ -45,6 +73,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// `None`: function routes are open.
     pub api_keys: Option<Arc<ApiKeys>>,
+    /// `None`: the admin API is off.
+    pub admin_token: Option<Arc<AdminToken>>,
 }
 
 /// Shared server state. Functions appear once they are compiled and their models loaded;
@@ -52,7 +82,9 @@ pub struct ServerConfig {
 pub struct AppState {
     manifest: Manifest,
     config: ServerConfig,
-    functions: OnceLock<HashMap<String, Function>>,
+    functions: RwLock<HashMap<String, Deployed>>,
+    /// Set once start-up is done: what hot swaps compile with.
+    prepared: OnceLock<SwapContext>,
     admission: HashMap<String, Admission>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -74,7 +106,8 @@ impl AppState {
         Arc::new(Self {
             manifest,
             config,
-            functions: OnceLock::new(),
+            functions: RwLock::new(HashMap::new()),
+            prepared: OnceLock::new(),
             admission,
             metrics,
             draining: AtomicBool::new(false),
@@ -83,13 +116,94 @@ impl AppState {
     }
 
     /// Mark the application ready with its compiled functions.
-    pub fn set_ready(&self, functions: HashMap<String, Function>) {
-        let _ = self.functions.set(functions);
+    pub fn set_ready(&self, prepared: Prepared) {
+        if let Ok(mut f) = self.functions.write() {
+            *f = prepared
+                .functions
+                .into_iter()
+                .map(|(id, current)| {
+                    (
+                        id,
+                        Deployed {
+                            current,
+                            previous: None,
+                        },
+                    )
+                })
+                .collect();
+        }
+        let _ = self.prepared.set(SwapContext {
+            runtime: prepared.runtime,
+            models: prepared.models,
+        });
     }
 
     /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
-        self.functions.get().is_some() && !self.draining.load(Ordering::Acquire)
+        self.prepared.get().is_some() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The version of `component` that new requests get. A request keeps the clone it took,
+    /// so a swap never changes the code under a request in flight.
+    pub fn function(&self, component: &str) -> Option<Function> {
+        self.functions
+            .read()
+            .ok()?
+            .get(component)
+            .map(|d| d.current.clone())
+    }
+
+    /// Compile new bytes for `component` off the async executor, then swap them in atomically;
+    /// the old version becomes the rollback target. On any error the old version keeps serving.
+    pub async fn deploy(
+        &self,
+        component: &str,
+        bytes: Bytes,
+    ) -> Result<(Function, Option<Function>), SwapError> {
+        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
+        let spec = self
+            .manifest
+            .components
+            .get(component)
+            .ok_or(SwapError::UnknownComponent)?
+            .clone();
+        let (runtime, models, metrics) = (
+            ctx.runtime.clone(),
+            ctx.models.subset(&spec.models),
+            self.metrics.clone(),
+        );
+        let new = tokio::task::spawn_blocking(move || runtime.compile_bytes(&spec, &bytes, models, metrics))
+            .await
+            .map_err(|e| SwapError::Invalid(format!("compilation panicked: {e}")))?
+            .map_err(|e| SwapError::Invalid(format!("{e:#}")))?;
+        let mut all = self.functions.write().map_err(|_| SwapError::NotReady)?;
+        let d = all.get_mut(component).ok_or(SwapError::UnknownComponent)?;
+        let old = std::mem::replace(&mut d.current, new.clone());
+        d.previous = Some(old.clone());
+        Ok((new, Some(old)))
+    }
+
+    /// Swap `component` back to its previous version (which becomes the rollback target).
+    pub fn rollback(&self, component: &str) -> Result<(Function, Function), SwapError> {
+        let mut all = self.functions.write().map_err(|_| SwapError::NotReady)?;
+        let d = all.get_mut(component).ok_or(SwapError::UnknownComponent)?;
+        let previous = d.previous.take().ok_or(SwapError::NoPrevious)?;
+        let old = std::mem::replace(&mut d.current, previous.clone());
+        d.previous = Some(old.clone());
+        Ok((previous, old))
+    }
+
+    /// `(id, current, previous)` for every function, sorted by id.
+    pub fn deployed(&self) -> Vec<(String, Function, Option<Function>)> {
+        let Ok(all) = self.functions.read() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = all
+            .iter()
+            .map(|(id, d)| (id.clone(), d.current.clone(), d.previous.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// `(route, component)` pairs, most specific first, for logs.
@@ -221,6 +335,11 @@ async fn dispatch(
         }
         _ => {}
     }
+    if path.starts_with("/admin/")
+        && let Some(token) = &state.config.admin_token
+    {
+        return (crate::admin::handle(state, token, req).await, None);
+    }
     let Some(trigger) = state.manifest.route(path) else {
         let routes: Vec<String> = state
             .manifest
@@ -257,7 +376,7 @@ async fn dispatch(
         }
     }
 
-    let Some(function) = state.functions.get().and_then(|f| f.get(component)) else {
+    let Some(function) = state.function(component) else {
         return done(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

@@ -1,0 +1,152 @@
+//! The admin API for hot swaps, off unless `--admin-token-file` is given.
+//!
+//! - `GET  /admin/functions`: id, digest, loaded at, previous digest, for every function;
+//! - `PUT  /admin/functions/<id>`: new component bytes (`application/wasm`); compiled and
+//!   validated off the request path, then swapped in atomically;
+//! - `POST /admin/functions/<id>/rollback`: back to the previous version.
+//!
+//! Every call needs `Authorization: Bearer <token>`, compared in constant time.
+
+use crate::runtime::Function;
+use crate::server::{AppState, Body, SwapError, error, json};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+use subtle::ConstantTimeEq;
+
+/// Largest component accepted by `PUT`.
+const MAX_COMPONENT_BYTES: usize = 256 << 20;
+
+/// The admin bearer token (its digest; the token itself is not kept).
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// Read the token from the first line of `file`.
+    pub fn load(file: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read the admin token: {e}", file.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        anyhow::ensure!(
+            token.len() >= 16,
+            "{}: the admin token must be at least 16 characters; generate one with `openssl rand -hex 24`",
+            file.display()
+        );
+        Ok(Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    fn accepts(&self, headers: &http::HeaderMap) -> bool {
+        let Some(presented) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let d: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        self.digest.ct_eq(&d).into()
+    }
+}
+
+/// Serve one admin request.
+pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>) -> Response<Body> {
+    if !token.accepts(req.headers()) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <admin token>`",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["functions"]) => list(state),
+        (Method::PUT, ["functions", id]) => {
+            let id = id.to_string();
+            let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let msg = format!("cannot read the component (limit {MAX_COMPONENT_BYTES} bytes): {e}");
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg);
+                }
+            };
+            match state.deploy(&id, bytes).await {
+                Ok((new, old)) => {
+                    tracing::info!(component = %id, digest = %new.digest, previous = ?old.as_ref().map(|o| &o.digest), "function swapped");
+                    swapped(&id, &new, old.as_ref())
+                }
+                Err(e) => swap_error(&id, e),
+            }
+        }
+        (Method::POST, ["functions", id, "rollback"]) => match state.rollback(id) {
+            Ok((now, before)) => {
+                tracing::info!(component = %id, digest = %now.digest, "function rolled back");
+                swapped(id, &now, Some(&before))
+            }
+            Err(e) => swap_error(id, e),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "admin routes: GET /admin/functions, PUT /admin/functions/<id>, POST /admin/functions/<id>/rollback",
+        ),
+    }
+}
+
+fn list(state: &AppState) -> Response<Body> {
+    let functions: Vec<serde_json::Value> = state
+        .deployed()
+        .iter()
+        .map(|(id, current, previous)| {
+            serde_json::json!({
+                "id": id,
+                "digest": current.digest,
+                "loaded_at": unix_seconds(current),
+                "previous_digest": previous.as_ref().map(|p| &p.digest),
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "functions": functions }).to_string(),
+    )
+}
+
+fn swapped(id: &str, now: &Function, before: Option<&Function>) -> Response<Body> {
+    let body = serde_json::json!({
+        "id": id,
+        "digest": now.digest,
+        "loaded_at": unix_seconds(now),
+        "previous_digest": before.map(|b| &b.digest),
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+fn swap_error(id: &str, e: SwapError) -> Response<Body> {
+    let (status, code) = match &e {
+        SwapError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        SwapError::UnknownComponent => (StatusCode::NOT_FOUND, "unknown_component"),
+        SwapError::NoPrevious => (StatusCode::CONFLICT, "no_previous_version"),
+        SwapError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
+    };
+    tracing::warn!(component = %id, error = %e, "swap refused; the current version keeps serving");
+    error(status, code, &format!("`{id}`: {e}"))
+}
+
+fn unix_seconds(f: &Function) -> u64 {
+    f.loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
