@@ -217,3 +217,54 @@ fn compiled_components_are_cached_and_scoria_compile_fills_the_cache() {
     let r = client().get(s.url("/p2/x")).send().unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn watch_swaps_in_a_rebuilt_component_without_dropping_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("hello.wasm");
+    std::fs::write(&source, v1()).unwrap();
+    let manifest = dir.path().join("spin.toml");
+    std::fs::write(
+        &manifest,
+        "spin_manifest_version = 2\n[application]\nname = \"watch\"\n\
+         [[trigger.http]]\nroute = \"/p2/...\"\ncomponent = \"hello-p2\"\n\
+         [component.hello-p2]\nsource = \"hello.wasm\"\n",
+    )
+    .unwrap();
+    let s = Server::start(manifest.to_str().unwrap(), &["--watch", "--no-compile-cache"]);
+    let body = || {
+        let r = client().get(s.url("/p2/x")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    };
+    assert!(body().starts_with("hello from p2 (v1)"));
+
+    // A build that writes its output in two steps, with requests arriving in between.
+    let new = v2();
+    let (first, rest) = new.split_at(new.len() / 2);
+    std::fs::write(&source, first).unwrap();
+    for _ in 0..3 {
+        assert!(
+            body().starts_with("hello from p2 (v1)"),
+            "a half-written file must not be loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut f = std::fs::OpenOptions::new().append(true).open(&source).unwrap();
+    std::io::Write::write_all(&mut f, rest).unwrap();
+    drop(f);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if body().starts_with("hello from p2 (v2)") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuilt component was not swapped in:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.log().contains("reloaded from disk"));
+}

@@ -17,3 +17,4 @@ pub mod models;
 pub mod nn;
 pub mod runtime;
 pub mod server;
+pub mod watch;

@@ -113,6 +113,9 @@ struct UpArgs {
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
     api_keys_file: Option<PathBuf>,
+    /// Swap a component in when its `source` file changes (after a build).
+    #[arg(long)]
+    watch: bool,
     /// File holding the admin API's bearer token. Without it the admin API is off.
     #[arg(long, env = "SCORIA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -235,6 +238,12 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     };
     let cache = args.cache.cache(&args.manifest);
+    let watch = args.watch;
+    let sources: Vec<(String, PathBuf)> = manifest
+        .components
+        .values()
+        .map(|c| (c.id.clone(), c.source.clone()))
+        .collect();
     let metrics = Arc::new(Metrics::default());
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(async move {
@@ -256,6 +265,9 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
                 }
                 state.set_ready(prepared);
                 tracing::info!("ready");
+                if watch {
+                    tokio::spawn(scoria::watch::watch_components(state.clone(), sources));
+                }
                 (&mut server).await.context("server task panicked")?
             }
             // A SIGTERM during start-up ends the server; there is nothing to drain.

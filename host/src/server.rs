@@ -138,6 +138,11 @@ impl AppState {
         });
     }
 
+    /// Whether SIGTERM has started the drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
         self.prepared.get().is_some() && !self.draining.load(Ordering::Acquire)
