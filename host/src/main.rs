@@ -15,11 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Inference allocates and frees large activation buffers from many threads; glibc's per-thread
-/// arenas keep that memory, so RSS creeps up under load. mimalloc returns it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "scoria",
