@@ -79,6 +79,9 @@ impl Runtime {
             .wasm_component_model(true)
             .wasm_component_model_async(true)
             .epoch_interruption(true)
+            // Zeroed stacks are also released to the OS when an instance ends, so a guest that
+            // overflowed its stack leaves no resident pages behind in the pool.
+            .async_stack_zeroing(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
 

@@ -155,34 +155,100 @@ fn validate(spec: &TensorSpec, t: &Tensor) -> Result<(), NnError> {
     }
 }
 
-/// Every model the host loaded at start-up, by name, and the inference slots they share.
+/// The threads that run inference: one per CPU core, shared by all models.
+///
+/// A fixed set of threads rather than tokio's blocking pool: a CPU backend gains nothing from
+/// more computes than cores, and each thread that ever allocates activation buffers keeps its
+/// own allocator arena, so an elastic pool makes RSS creep under load. Extra computes wait in
+/// the channel; that wait is the queue delay in the metrics.
+pub struct InferencePool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl InferencePool {
+    /// Start `threads` inference threads.
+    pub fn new(threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("scoria-infer-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an inference thread");
+            }
+        }
+        Self {
+            jobs: std::sync::Mutex::new(tx),
+        }
+    }
+
+    /// Run `f` on an inference thread; returns how long it waited for one, and its result
+    /// (`Err` if it panicked, so a backend bug fails one request, not the thread).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(std::time::Duration, T), NnError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let submitted = std::time::Instant::now();
+        let job: Job = Box::new(move || {
+            let queued = submitted.elapsed();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send((queued, result));
+        });
+        let sent = self.jobs.lock().map(|j| j.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(NnError::new(
+                ErrorKind::RuntimeError,
+                "the inference threads are gone",
+            ));
+        }
+        match rx.await {
+            Ok((queued, Ok(v))) => Ok((queued, v)),
+            Ok((_, Err(_))) => Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")),
+            Err(_) => Err(NnError::new(
+                ErrorKind::RuntimeError,
+                "the inference thread stopped",
+            )),
+        }
+    }
+}
+
+/// Every model the host loaded at start-up, by name, and the threads that run them.
 #[derive(Clone)]
 pub struct ModelRegistry {
     models: HashMap<String, Arc<LoadedModel>>,
-    slots: Arc<tokio::sync::Semaphore>,
+    pool: Arc<InferencePool>,
 }
 
 impl Default for ModelRegistry {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Self::with_slots(cores)
+        Self {
+            models: HashMap::new(),
+            pool: Arc::new(InferencePool::new(cores)),
+        }
     }
 }
 
 impl ModelRegistry {
-    /// At most `slots` computes run at once, on any model; the rest wait (the wait is the
-    /// queue delay in the metrics). One per CPU core keeps CPU backends from oversubscribing
-    /// the machine and the allocator from growing a heap per extra thread.
-    pub fn with_slots(slots: usize) -> Self {
-        Self {
-            models: HashMap::new(),
-            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
-        }
-    }
-
-    /// Wait for an inference slot; hold the permit while computing.
-    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
+    /// The inference threads shared by every model.
+    pub fn pool(&self) -> &InferencePool {
+        &self.pool
     }
 
     pub fn insert(&mut self, model: LoadedModel) {
@@ -200,7 +266,7 @@ impl ModelRegistry {
                 .iter()
                 .filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone())))
                 .collect(),
-            slots: self.slots.clone(),
+            pool: self.pool.clone(),
         }
     }
 

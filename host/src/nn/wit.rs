@@ -169,33 +169,25 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             .and_then(|(_, t)| t.dims.first().copied())
             .unwrap_or(1);
         let start = Instant::now();
-        let slot = self.ctx.models.slot().await;
-        let queued = start.elapsed();
         let job = model.clone();
-        // Inference is CPU-bound: run it on the blocking pool so the executor keeps serving.
-        let result = tokio::task::spawn_blocking(move || {
-            let r = job.compute(tensors);
-            drop(slot);
-            r
-        })
-        .await;
+        let result = self.ctx.models.pool().run(move || job.compute(tensors)).await;
         let elapsed = start.elapsed();
         if let Some(t) = &self.ctx.timing {
             t.add(elapsed);
         }
-        let ran = elapsed.saturating_sub(queued);
-        self.ctx
-            .metrics
-            .inference(&model.entry.card.name, model.backend, queued, ran, batch);
-        let outputs = match result {
-            Ok(Ok(outputs)) => outputs,
-            Ok(Err(e)) => return self.fail(e),
-            Err(join) => {
-                return self.fail(NnError::new(
-                    ErrorKind::RuntimeError,
-                    format!("inference panicked: {join}"),
-                ));
+        let result = match result {
+            Ok((queued, r)) => {
+                let ran = elapsed.saturating_sub(queued);
+                self.ctx
+                    .metrics
+                    .inference(&model.entry.card.name, model.backend, queued, ran, batch);
+                r
             }
+            Err(e) => Err(e),
+        };
+        let outputs = match result {
+            Ok(outputs) => outputs,
+            Err(e) => return self.fail(e),
         };
         let mut named = Vec::with_capacity(outputs.len());
         for (name, t) in outputs {
