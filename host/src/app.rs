@@ -94,9 +94,11 @@ pub fn prepare(
 pub fn precompile(manifest: &Manifest, cache: CompileCache) -> anyhow::Result<Vec<Function>> {
     let runtime = Runtime::new(Limits::default(), Some(cache))?;
     let metrics = Arc::new(Metrics::default());
+    // No models are loaded here: compiling only checks imports, not what a guest may load.
+    let models = ModelRegistry::default();
     manifest
         .components
         .values()
-        .map(|spec| runtime.compile(spec, ModelRegistry::default(), metrics.clone()))
+        .map(|spec| runtime.compile(spec, models.clone(), metrics.clone()))
         .collect()
 }

@@ -331,12 +331,11 @@ async fn dispatch(
                     queued: a.queued(),
                 })
                 .collect();
-            let mut r = json(StatusCode::OK, state.metrics.render(state.is_ready(), &gauges));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            let text = state.metrics.render(state.is_ready(), &gauges);
+            return (
+                respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
+                None,
             );
-            return (r, None);
         }
         _ => {}
     }
@@ -547,16 +546,19 @@ fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -
 
 /// A JSON response with the given status.
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
+    respond(status, "application/json", body)
+}
+
+/// A complete response with a body of the given content type.
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
