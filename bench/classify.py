@@ -15,46 +15,24 @@ Usage (./dev bench runs this): python bench/classify.py [--photo tests/data/chel
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
-import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, oha, scoria_up, server_timing
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def oha(oha_bin, url, photo, extra):
-    out = subprocess.run(
-        [oha_bin, "-m", "POST", "-D", photo, "-T", "image/png", "--no-tui", "--output-format", "json", *extra, url],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    d = json.loads(out)
-    codes = d.get("statusCodeDistribution", {})
-    bad = {k: v for k, v in codes.items() if k != "200"}
-    if bad or d["summary"]["successRate"] < 1.0:
-        sys.exit(f"benchmark requests failed: {codes} {d.get('errorDistribution')}")
-    return d
-
-
-def server_timing(url, photo, n):
-    """Per-request inference and total time, as the host measured them (Server-Timing)."""
+def timings(url, photo, n):
+    """Median inference and total time per request, as the host measured them (Server-Timing)."""
     body = open(photo, "rb").read()
     inf, tot = [], []
     for _ in range(n):
         req = urllib.request.Request(url, data=body, headers={"content-type": "image/png"})
         with urllib.request.urlopen(req) as r:
             r.read()
-            for h in r.headers.get_all("server-timing"):
-                name, dur = h.split(";dur=")
-                (inf if name == "inference" else tot).append(float(dur))
+            t = server_timing(r)
+            inf.append(t["inference"])
+            tot.append(t["total"])
     return statistics.median(inf), statistics.median(tot)
 
 
@@ -72,31 +50,14 @@ def main():
          str(a.requests), str(a.seconds), "2", "8"],
         check=True, capture_output=True, text=True).stdout)
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/classify"
-    server = subprocess.Popen(
-        [os.path.join(a.bin_dir, "scoria"), "up", "--manifest", os.path.join(ROOT, "spin.toml"),
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                sys.exit("scoria did not become ready")
-            time.sleep(0.2)
-        oha(a.oha, url, a.photo, ["-n", "20", "-c", "1"])  # warm-up
-        c1 = oha(a.oha, url, a.photo, ["-n", str(a.requests), "-c", "1"])
-        c2 = oha(a.oha, url, a.photo, ["-z", f"{a.seconds}s", "-c", "2"])
-        c8 = oha(a.oha, url, a.photo, ["-z", f"{a.seconds}s", "-c", "8"])
-        inf_ms, host_total_ms = server_timing(url, a.photo, 50)
-    finally:
-        server.terminate()
-        server.wait()
+    with scoria_up(os.path.join(a.bin_dir, "scoria")) as base:
+        url = f"{base}/classify"
+        run = lambda extra: oha(a.oha, url, a.photo, "image/png", extra)  # noqa: E731
+        run(["-n", "20", "-c", "1"])  # warm-up
+        c1 = run(["-n", str(a.requests), "-c", "1"])
+        c2 = run(["-z", f"{a.seconds}s", "-c", "2"])
+        c8 = run(["-z", f"{a.seconds}s", "-c", "8"])
+        inf_ms, host_total_ms = timings(url, a.photo, 50)
 
     p50 = c1["latencyPercentiles"]["p50"] * 1e3
     p99 = c1["latencyPercentiles"]["p99"] * 1e3

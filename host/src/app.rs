@@ -3,6 +3,7 @@
 //! `/readyz` turns 200 only when everything is in place.
 
 use crate::cache::CompileCache;
+use crate::index;
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::models::Repository;
@@ -15,24 +16,65 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Load the models `manifest` names from `repo`, verifying each file's sha256 first.
+///
+/// Embedding indexes (folders with an `index.toml`) are loaded last: one whose list or
+/// embedding model changed since it was built is rebuilt first, with the embedding model.
 pub fn load_models(manifest: &Manifest, repo: &Repository) -> anyhow::Result<ModelRegistry> {
-    let backend = TractBackend;
     let mut registry = ModelRegistry::default();
-    for name in manifest.models() {
-        let t = Instant::now();
-        let entry = repo.get(&name)?;
-        entry.check()?;
-        let graph = backend
-            .load(&entry)
-            .with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
-        tracing::info!(model = %name, backend = backend.name(), ms = t.elapsed().as_millis() as u64, "model loaded");
-        registry.insert(LoadedModel {
-            entry,
-            backend: backend.name(),
-            graph,
-        });
+    let (indexes, plain): (Vec<String>, Vec<String>) = manifest
+        .models()
+        .into_iter()
+        .partition(|name| repo.dir.join(name).join(index::SPEC_FILE).is_file());
+    for name in plain {
+        registry.insert(load_model(repo, &name)?);
+    }
+    for name in indexes {
+        let dir = repo.dir.join(&name);
+        if !index::is_current(repo, &dir)? {
+            build_index(repo, &name, Some(&registry))?;
+        }
+        registry.insert(load_model(repo, &name)?);
     }
     Ok(registry)
+}
+
+/// Check one model's files and load it with tract.
+pub fn load_model(repo: &Repository, name: &str) -> anyhow::Result<LoadedModel> {
+    let backend = TractBackend;
+    let t = Instant::now();
+    let entry = repo.get(name)?;
+    entry.check()?;
+    let graph = backend
+        .load(&entry)
+        .with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
+    tracing::info!(model = %name, backend = backend.name(), ms = t.elapsed().as_millis() as u64, "model loaded");
+    Ok(LoadedModel {
+        entry,
+        backend: backend.name(),
+        graph,
+    })
+}
+
+/// (Re)build the index `name` from its `index.toml`, loading its embedding model unless
+/// `loaded` already has it. Returns the number of entries.
+pub fn build_index(repo: &Repository, name: &str, loaded: Option<&ModelRegistry>) -> anyhow::Result<usize> {
+    let dir = repo.dir.join(name);
+    let spec = index::IndexSpec::load(&dir)?
+        .with_context(|| format!("{} has no {}", dir.display(), index::SPEC_FILE))?;
+    let t = Instant::now();
+    let embedder = match loaded.and_then(|r| r.get(&spec.embedding_model)) {
+        Some(m) => m.clone(),
+        None => Arc::new(load_model(repo, &spec.embedding_model)?),
+    };
+    let n = index::build(repo, &dir, &embedder)?;
+    tracing::info!(
+        index = %name,
+        entries = n,
+        embedding_model = %spec.embedding_model,
+        ms = t.elapsed().as_millis() as u64,
+        "index built"
+    );
+    Ok(n)
 }
 
 /// Compile every component, each with only the models its manifest entry lists.

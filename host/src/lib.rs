@@ -4,13 +4,15 @@
 //! [`server`] (accept, route, limit) -> [`runtime`] (fresh component instance) ->
 //! [`nn::wit`] (the guest's `wasi:nn` calls) -> [`nn`] (validation, shared loaded models) ->
 //! a backend such as [`nn::tract`]. Start-up is in [`app`]; the manifest and model cards it
-//! reads are in [`manifest`] and [`models`].
+//! reads are in [`manifest`] and [`models`]; [`index`] builds the embedding indexes
+//! that text-matching functions score against.
 
 pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod index;
 pub mod manifest;
 pub mod metrics;
 pub mod models;

@@ -54,6 +54,30 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Build an embedding index (a model that scores a question against every entry of a
+    /// list, such as an FAQ) from a `.jsonl` or `.tsv` list. `scoria up` rebuilds an index
+    /// whose list or embedding model has changed; this command does it ahead of time.
+    Index {
+        /// The index's name: its folder in the model repository, and the name the function
+        /// loads.
+        name: String,
+        /// The list to index; written into `<models>/<name>/index.toml`. Without it, the
+        /// folder's existing `index.toml` is rebuilt.
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// The embedding model (a folder in the model repository).
+        #[arg(long, default_value = "all-minilm-l6-v2")]
+        embedding_model: String,
+        /// The list's licence, recorded in the index's card.
+        #[arg(long)]
+        licence: Option<String>,
+        /// The model repository (default: `models/` beside spin.toml).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// The manifest whose folder holds `models/`.
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+    },
     /// Inspect the model repository.
     Models {
         #[command(subcommand)]
@@ -158,6 +182,35 @@ fn main() -> anyhow::Result<()> {
                 let how = if f.cached { "already cached" } else { "compiled" };
                 println!("{:<24} {}  {how}", f.id, &f.digest[..16]);
             }
+            Ok(())
+        }
+        Command::Index {
+            name,
+            list,
+            embedding_model,
+            licence,
+            models_dir,
+            manifest,
+        } => {
+            let repo = Repository::new(models_dir.unwrap_or_else(|| default_models_dir(&manifest)));
+            let dir = repo.dir.join(&name);
+            if let Some(list) = list {
+                anyhow::ensure!(list.is_file(), "--list {}: no such file", list.display());
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let spec = scoria::index::IndexSpec {
+                    list: scoria::index::relative_to(&list, &dir)?,
+                    embedding_model,
+                    licence: licence.unwrap_or_else(|| "see the list".into()),
+                };
+                let file = dir.join(scoria::index::SPEC_FILE);
+                std::fs::write(&file, toml::to_string(&spec)?)
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
+            let n = scoria::app::build_index(&repo, &name, None)?;
+            println!(
+                "{}: {n} entries indexed; grant `{name}` to the function in spin.toml",
+                dir.display()
+            );
             Ok(())
         }
         Command::Models {

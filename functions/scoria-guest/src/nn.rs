@@ -1,7 +1,8 @@
 //! Guest side of `wasi:nn@0.2.0-rc-2024-10-28`.
 //!
-//! Functions call [`infer`] with f32 tensors and get f32 tensors back; the host keeps the
-//! model loaded, so `load-by-name` is cheap and happens once per request.
+//! Functions call [`infer`] with f32 tensors (or [`compute`] with i64 ones too) and get f32
+//! tensors back; the host keeps the model loaded, so `load-by-name` is cheap and happens once
+//! per request.
 
 use crate::error::ApiError;
 
@@ -22,11 +23,33 @@ pub struct F32Tensor {
     pub data: Vec<f32>,
 }
 
-/// Run `model` on `inputs` (name, tensor) and return its outputs (name, tensor).
+/// A dense i64 tensor in row-major order (token ids and masks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct I64Tensor {
+    pub dims: Vec<u32>,
+    pub data: Vec<i64>,
+}
+
+/// One input tensor of either element type the functions send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    F32(F32Tensor),
+    I64(I64Tensor),
+}
+
+/// Run `model` on f32 `inputs` (name, tensor) and return its outputs (name, tensor).
 ///
 /// wasi-nn errors map to HTTP statuses: an unknown or forbidden model is a deployment error
 /// (500 with the host's message), as is any backend failure.
 pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(String, F32Tensor)>, ApiError> {
+    compute(
+        model,
+        inputs.into_iter().map(|(n, t)| (n, Input::F32(t))).collect(),
+    )
+}
+
+/// Run `model` on inputs of any supported type; every output must be f32.
+pub fn compute(model: &str, inputs: Vec<(String, Input)>) -> Result<Vec<(String, F32Tensor)>, ApiError> {
     let g = graph::load_by_name(model).map_err(|e| nn_error("model_unavailable", e))?;
     let ctx = g
         .init_execution_context()
@@ -34,11 +57,17 @@ pub fn infer(model: &str, inputs: Vec<(String, F32Tensor)>) -> Result<Vec<(Strin
     let named = inputs
         .into_iter()
         .map(|(name, t)| {
-            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (
-                name,
-                tensor::Tensor::new(&t.dims, tensor::TensorType::Fp32, &bytes),
-            )
+            let t = match t {
+                Input::F32(t) => {
+                    let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    tensor::Tensor::new(&t.dims, tensor::TensorType::Fp32, &bytes)
+                }
+                Input::I64(t) => {
+                    let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    tensor::Tensor::new(&t.dims, tensor::TensorType::I64, &bytes)
+                }
+            };
+            (name, t)
         })
         .collect();
     let outputs = ctx.compute(named).map_err(|e| nn_error("inference_failed", e))?;

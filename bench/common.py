@@ -1,0 +1,70 @@
+"""What the benchmark and evaluation scripts share: starting `scoria up` and driving oha."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scoria_up(scoria_bin, manifest=None, extra=()):
+    """Run `scoria up` on a free port until the block ends; yields its base URL once ready."""
+    port = free_port()
+    server = subprocess.Popen(
+        [scoria_bin, "up", "--manifest", manifest or os.path.join(ROOT, "spin.toml"),
+         "--listen", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/readyz").status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                sys.exit("scoria did not become ready")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def oha(oha_bin, url, body_file, content_type, extra):
+    """One oha run; exits if any request failed."""
+    out = subprocess.run(
+        [oha_bin, "-m", "POST", "-D", body_file, "-T", content_type, "--no-tui", "--output-format", "json",
+         *extra, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    d = json.loads(out)
+    codes = d.get("statusCodeDistribution", {})
+    bad = {k: v for k, v in codes.items() if k != "200"}
+    if bad or d["summary"]["successRate"] < 1.0:
+        sys.exit(f"benchmark requests failed: {codes} {d.get('errorDistribution')}")
+    return d
+
+
+def server_timing(response):
+    """`Server-Timing` entries of a response as {name: ms}, from the host and the guest."""
+    out = {}
+    for header in response.headers.get_all("server-timing") or []:
+        for entry in header.split(","):
+            name, _, dur = entry.strip().partition(";dur=")
+            if dur:
+                out[name] = float(dur)
+    return out

@@ -1,0 +1,520 @@
+//! Embedding indexes: a list of texts (an FAQ) turned into a model that scores a query
+//! embedding against every entry in one `wasi:nn` call.
+//!
+//! An index is a model folder with a committed `index.toml` naming the list and the embedding
+//! model. [`build`] embeds every entry with that model (through [`text`], the very code the
+//! functions run) and writes, beside `index.toml`:
+//!
+//! - `index.onnx`: `scores[b, n] = query[b, dim] x matrix[dim, n]`, the entries' unit-length
+//!   embeddings as columns, so a score is the cosine similarity;
+//! - `entries.jsonl`: the entries in column order, which the function reads for ids and text;
+//! - `model.toml`: an ordinary card, whose `[preprocess]` records the digests of the list and
+//!   of the embedding model. [`is_current`] compares them, so `scoria up` rebuilds a stale
+//!   index at start-up and otherwise reuses it.
+
+use crate::models::{ModelEntry, Repository, sha256_file};
+use crate::nn::{LoadedModel, Tensor};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Component, Path, PathBuf};
+use text::{TextEncoder, TextPreprocess};
+use tract_onnx::pb;
+
+/// The file that makes a model folder an index.
+pub const SPEC_FILE: &str = "index.toml";
+
+/// Why an index could not be read or built; every variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: cannot write: {source}")]
+    Write {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+    #[error("{file} line {line}: {message}")]
+    List {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("embedding `{text}`: {message}")]
+    Embed { text: String, message: String },
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+}
+
+/// `index.toml`: what the index is built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSpec {
+    /// The list (`.jsonl` or `.tsv`), relative to the index folder.
+    pub list: PathBuf,
+    /// The embedding model's folder name in the same repository.
+    pub embedding_model: String,
+    /// Copied into the card; the list's own licence.
+    #[serde(default = "unknown")]
+    pub licence: String,
+}
+
+fn unknown() -> String {
+    "see the list".into()
+}
+
+impl IndexSpec {
+    /// Read `<dir>/index.toml`, or `None` if the folder is not an index.
+    pub fn load(dir: &Path) -> Result<Option<Self>, IndexError> {
+        let file = dir.join(SPEC_FILE);
+        if !file.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&file).map_err(|source| IndexError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map(Some).map_err(|e| IndexError::Invalid {
+            file,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// One entry of a list: what a question is matched against, and what comes back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEntry {
+    pub id: String,
+    pub question: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// Read a list: JSON Lines (`{"id", "question", "answer"?}` per line) or TSV
+/// (`id<TAB>question[<TAB>answer]`), by extension. Blank lines and, in TSV, lines starting
+/// with `#` are skipped. Ids must be unique and questions non-empty.
+pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
+    let text = std::fs::read_to_string(file).map_err(|source| IndexError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let tsv = file.extension().is_some_and(|e| e == "tsv");
+    let err = |line: usize, message: String| IndexError::List {
+        file: file.to_path_buf(),
+        line,
+        message,
+    };
+    let mut entries: Vec<ListEntry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() || (tsv && raw.starts_with('#')) {
+            continue;
+        }
+        let entry = if tsv {
+            let mut cols = raw.split('\t');
+            let (Some(id), Some(question)) = (cols.next(), cols.next()) else {
+                return Err(err(line, "expected `id<TAB>question[<TAB>answer]`".into()));
+            };
+            ListEntry {
+                id: id.trim().into(),
+                question: question.trim().into(),
+                answer: cols
+                    .next()
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty()),
+            }
+        } else {
+            serde_json::from_str(raw).map_err(|e| {
+                err(
+                    line,
+                    format!("{e}; expected {{\"id\": \"...\", \"question\": \"...\", \"answer\": \"...\"}}"),
+                )
+            })?
+        };
+        if entry.id.is_empty() || entry.question.trim().is_empty() {
+            return Err(err(line, "`id` and `question` must not be empty".into()));
+        }
+        if !seen.insert(entry.id.clone()) {
+            return Err(err(line, format!("duplicate id `{}`", entry.id)));
+        }
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return Err(err(0, "the list has no entries".into()));
+    }
+    Ok(entries)
+}
+
+/// What an index's digests are computed from: the list, and everything that decides an
+/// embedding (weights, tokenizer, pooling settings).
+struct Sources {
+    list_file: PathBuf,
+    list_sha256: String,
+    embedding_sha256: String,
+    text: TextPreprocess,
+    tokenizer: Vec<u8>,
+    vocab: Vec<u8>,
+}
+
+fn sources(repo: &Repository, dir: &Path, spec: &IndexSpec) -> Result<Sources, IndexError> {
+    let list_file = dir.join(&spec.list);
+    let list_sha256 = sha256_file(&list_file)?;
+    let model = repo.get(&spec.embedding_model)?;
+    let card_file = model.dir.join("model.toml");
+    let text: TextPreprocess = model
+        .card
+        .preprocess
+        .clone()
+        .ok_or_else(|| "has no [preprocess] table".to_string())
+        .and_then(|t| t.try_into().map_err(|e: toml::de::Error| e.to_string()))
+        .map_err(|message| IndexError::Invalid {
+            file: card_file.clone(),
+            message: format!("not a text embedding model: {message}"),
+        })?;
+    let read = |name: &str| {
+        let file = model.dir.join(name);
+        std::fs::read(&file).map_err(|source| IndexError::Read { file, source })
+    };
+    let tokenizer = read(&text.tokenizer)?;
+    let vocab = read(&text.vocab)?;
+    let mut h = Sha256::new();
+    h.update(model.card.sha256.as_bytes());
+    h.update(Sha256::digest(&tokenizer));
+    h.update(Sha256::digest(&vocab));
+    h.update(format!(
+        "{}:{}:{}:{}",
+        text.max_tokens, text.dim, text.pooling, text.normalize
+    ));
+    Ok(Sources {
+        list_file,
+        list_sha256,
+        embedding_sha256: hex::encode(h.finalize()),
+        text,
+        tokenizer,
+        vocab,
+    })
+}
+
+/// Whether `<dir>` holds a built index whose digests match its list and embedding model.
+pub fn is_current(repo: &Repository, dir: &Path) -> Result<bool, IndexError> {
+    let Some(spec) = IndexSpec::load(dir)? else {
+        return Ok(true);
+    };
+    let src = sources(repo, dir, &spec)?;
+    let Ok(entry) = ModelEntry::load(dir) else {
+        return Ok(false);
+    };
+    let recorded = |key: &str| {
+        entry
+            .card
+            .preprocess
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    Ok(recorded("list_sha256").as_deref() == Some(&src.list_sha256)
+        && recorded("embedding_sha256").as_deref() == Some(&src.embedding_sha256)
+        && entry.check().is_ok())
+}
+
+/// Embed every entry of the index's list with `embedder` (the loaded embedding model) and
+/// write the index files into `dir`. Returns the number of entries.
+pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<usize, IndexError> {
+    let spec_file = dir.join(SPEC_FILE);
+    let spec = IndexSpec::load(dir)?.ok_or_else(|| IndexError::Invalid {
+        file: spec_file.clone(),
+        message: "missing; fix: create it with `scoria index <name> --list <file> --embedding-model <model>`"
+            .into(),
+    })?;
+    if embedder.entry.card.name != spec.embedding_model {
+        return Err(IndexError::Invalid {
+            file: spec_file,
+            message: format!(
+                "names embedding model `{}`, but `{}` was given",
+                spec.embedding_model, embedder.entry.card.name
+            ),
+        });
+    }
+    let src = sources(repo, dir, &spec)?;
+    let entries = read_list(&src.list_file)?;
+    let encoder =
+        TextEncoder::new(&src.tokenizer, src.vocab, &src.text).map_err(|e| IndexError::Invalid {
+            file: embedder.entry.dir.join(&src.text.tokenizer),
+            message: e.to_string(),
+        })?;
+    let dim = src.text.dim;
+    // Column-major build: row r of `matrix` is dimension r across all entries.
+    let n = entries.len();
+    let mut matrix = vec![0f32; dim * n];
+    for (col, entry) in entries.iter().enumerate() {
+        let e = embed(embedder, &encoder, &src.text, &entry.question)?;
+        for (r, v) in e.iter().enumerate() {
+            matrix[r * n + col] = *v;
+        }
+    }
+
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("index")
+        .to_string();
+    let onnx = dir.join("index.onnx");
+    write(&onnx, &matmul_model(&matrix, dim, n))?;
+    let jsonl: String = entries
+        .iter()
+        .map(|e| serde_json::to_string(e).map(|s| s + "\n"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| IndexError::Invalid {
+            file: src.list_file.clone(),
+            message: e.to_string(),
+        })?;
+    write(&dir.join("entries.jsonl"), jsonl.as_bytes())?;
+    let card = format!(
+        r#"# Written by `scoria index` from index.toml; do not edit (rebuilt when the list or the model changes).
+name = "{name}"
+version = "{version}"
+description = "Embedding index of {list} ({n} entries) for {model}"
+format = "onnx"
+file = "index.onnx"
+sha256 = "{sha}"
+weights = "generated"
+source = "scoria index: {list} embedded with {model}"
+licence = {licence}
+inputs = [{{ name = "query", shape = [-1, {dim}], dtype = "f32" }}]
+outputs = [{{ name = "scores", shape = [-1, {n}], dtype = "f32" }}]
+
+# Read by the faq-match function (entries, embedding_model) and by `scoria up` (digests).
+[preprocess]
+embedding_model = "{model}"
+entries = "entries.jsonl"
+list_sha256 = "{list_sha}"
+embedding_sha256 = "{emb_sha}"
+"#,
+        version = &src.list_sha256[..12],
+        list = spec.list.display(),
+        model = spec.embedding_model,
+        sha = sha256_file(&onnx)?,
+        licence = toml::Value::String(spec.licence.clone()),
+        list_sha = src.list_sha256,
+        emb_sha = src.embedding_sha256,
+    );
+    write(&dir.join("model.toml"), card.as_bytes())?;
+    Ok(n)
+}
+
+/// One text's embedding, exactly as the functions compute it.
+pub fn embed(
+    model: &LoadedModel,
+    encoder: &TextEncoder,
+    pre: &TextPreprocess,
+    text: &str,
+) -> Result<Vec<f32>, IndexError> {
+    let fail = |message: String| IndexError::Embed {
+        text: text.chars().take(60).collect(),
+        message,
+    };
+    let enc = encoder.encode(text).map_err(|e| fail(e.to_string()))?;
+    embed_encoded(model, &enc, pre).map_err(|message| fail(message))
+}
+
+/// The embedding of an already tokenised text; the error is a message for [`IndexError::Embed`].
+pub fn embed_encoded(
+    model: &LoadedModel,
+    enc: &text::Encoded,
+    pre: &TextPreprocess,
+) -> Result<Vec<f32>, String> {
+    let len = enc.len() as u32;
+    let tensor = |v: &[i64]| Tensor {
+        dims: vec![1, len],
+        dtype: crate::models::DType::I64,
+        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    };
+    let inputs = model
+        .entry
+        .card
+        .inputs
+        .iter()
+        .map(|spec| {
+            let t = match spec.name.as_str() {
+                "input_ids" => tensor(&enc.input_ids),
+                "attention_mask" => tensor(&enc.attention_mask),
+                "token_type_ids" => tensor(&enc.token_type_ids),
+                other => return Err(format!("unknown text model input `{other}`")),
+            };
+            Ok((spec.name.clone(), t))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = model.compute(inputs).map_err(|e| e.to_string())?;
+    let hidden: Vec<f32> = out
+        .first()
+        .map(|(_, t)| {
+            t.data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    text::embedding(&hidden, enc, pre).map_err(|e| e.to_string())
+}
+
+/// The ONNX graph `scores = query x matrix`, with `matrix` (`[dim, n]`, row-major) as a
+/// constant: matching becomes one more inference on whatever backend serves the model.
+fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
+    use pb::tensor_proto::DataType;
+    use pb::tensor_shape_proto::{Dimension, dimension::Value as Dim};
+    let value = |name: &str, dims: Vec<Dim>| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .into_iter()
+                        .map(|v| Dimension {
+                            value: Some(v),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "index".into(),
+        node: vec![pb::NodeProto {
+            input: vec!["query".into(), "matrix".into()],
+            output: vec!["scores".into()],
+            name: "match".into(),
+            op_type: "MatMul".into(),
+            ..Default::default()
+        }],
+        initializer: vec![pb::TensorProto {
+            name: "matrix".into(),
+            dims: vec![dim as i64, n as i64],
+            data_type: DataType::Float as i32,
+            raw_data: matrix.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }],
+        input: vec![value(
+            "query",
+            vec![Dim::DimParam("batch".into()), Dim::DimValue(dim as i64)],
+        )],
+        output: vec![value(
+            "scores",
+            vec![Dim::DimParam("batch".into()), Dim::DimValue(n as i64)],
+        )],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        producer_name: "scoria index".into(),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn write(file: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    // Write then rename, so a reader (or a crash) never sees half an index.
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .map_err(|source| IndexError::Write {
+            file: file.to_path_buf(),
+            source,
+        })
+}
+
+/// `target` relative to the folder `from` (both made absolute), for paths stored in
+/// `index.toml` that must survive moving the project.
+pub fn relative_to(target: &Path, from: &Path) -> std::io::Result<PathBuf> {
+    let target = std::path::absolute(target)?;
+    let from = std::path::absolute(from)?;
+    let t: Vec<Component> = target.components().collect();
+    let f: Vec<Component> = from.components().collect();
+    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_as_jsonl_and_tsv_and_refuse_duplicates() {
+        let t = tempfile::tempdir().unwrap();
+        let jsonl = t.path().join("a.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"id\": \"a\", \"question\": \"Q1\", \"answer\": \"A1\"}\n\n{\"id\": \"b\", \"question\": \"Q2\"}\n",
+        )
+        .unwrap();
+        let e = read_list(&jsonl).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].answer.as_deref(), Some("A1"));
+        assert_eq!(e[1].answer, None);
+
+        let tsv = t.path().join("b.tsv");
+        std::fs::write(&tsv, "# id\tquestion\tanswer\nx\tWhat?\tThat.\ny\tWhy?\n").unwrap();
+        let e = read_list(&tsv).unwrap();
+        assert_eq!((e[0].id.as_str(), e[1].answer.as_deref()), ("x", None));
+
+        std::fs::write(&tsv, "x\tWhat?\nx\tAgain?\n").unwrap();
+        let msg = read_list(&tsv).unwrap_err().to_string();
+        assert!(
+            msg.contains("line 2") && msg.contains("duplicate id `x`"),
+            "{msg}"
+        );
+
+        std::fs::write(&jsonl, "{\"id\": \"a\", \"q\": \"typo\"}\n").unwrap();
+        let msg = read_list(&jsonl).unwrap_err().to_string();
+        assert!(msg.contains("a.jsonl line 1"), "{msg}");
+    }
+
+    #[test]
+    fn the_index_graph_is_a_matmul_tract_can_run() {
+        use tract_onnx::prelude::*;
+        // Two entries in 3 dimensions: columns (1,0,0) and (0,1,0).
+        let bytes = matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2);
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let q = tract_ndarray::arr2(&[[0.6f32, 0.8, 0.0]]).into_tensor();
+        let out = model.run(tvec![q.into_tvalue()]).unwrap();
+        let scores = out[0].to_plain_array_view::<f32>().unwrap();
+        assert_eq!(scores.as_slice().unwrap(), &[0.6, 0.8]);
+    }
+
+    #[test]
+    fn relative_paths_climb_out_of_the_index_folder() {
+        let p = relative_to(Path::new("/p/faq/js.jsonl"), Path::new("/p/models/faq-js")).unwrap();
+        assert_eq!(p, PathBuf::from("../../faq/js.jsonl"));
+    }
+}
