@@ -324,7 +324,7 @@ pub fn embed(
         message,
     };
     let enc = encoder.encode(text).map_err(|e| fail(e.to_string()))?;
-    embed_encoded(model, &enc, pre).map_err(|message| fail(message))
+    embed_encoded(model, &enc, pre).map_err(fail)
 }
 
 /// The embedding of an already tokenised text; the error is a message for [`IndexError::Embed`].

@@ -31,6 +31,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(manifest: &str, extra: &[&str]) -> Server {
+        Self::start_with_models(manifest, Path::new("models"), extra)
+    }
+
+    /// Start with another model repository (relative paths are from the project root).
+    pub fn start_with_models(manifest: &str, models: &Path, extra: &[&str]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -38,7 +43,9 @@ impl Server {
             .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_scoria"))
             .current_dir(root())
-            .args(["up", "--manifest", manifest, "--models-dir", "models", "--listen"])
+            .args(["up", "--manifest", manifest, "--models-dir"])
+            .arg(models)
+            .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
             .stdout(Stdio::null())

@@ -12,7 +12,8 @@
 //!   the answer is `"matches": [], "no_match": true`.
 //! - `SCORIA_MAX_QUESTION_BYTES` (default 8192): longer questions get 413.
 //!
-//! Every answer carries `Server-Timing` entries for tokenising, embedding and matching.
+//! Every answer carries `Server-Timing` entries for its steps: reading the model cards
+//! (`cards`), building the tokenizer (`tokenizer`), `tokenize`, `embed` and `match`.
 
 use scoria_guest::card::{Card, MODELS_ROOT};
 use scoria_guest::error::ApiError;
@@ -160,18 +161,24 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
             "SCORIA_FAQ_INDEX is not set in this component's environment",
         )
     })?;
-    let index: Card<IndexPre> = Card::load(&index_name)?;
-    let model: Card<TextPreprocess> = Card::load(&index.preprocess.embedding_model)?;
+    let (index, model) = timing.time("cards", || {
+        let index: Card<IndexPre> = Card::load(&index_name)?;
+        let model: Card<TextPreprocess> = Card::load(&index.preprocess.embedding_model)?;
+        Ok::<_, ApiError>((index, model))
+    })?;
 
-    let encoded = timing.time("tokenize", || {
+    // A fresh instance per request has no tokenizer yet: building one is its own step.
+    let encoder = timing.time("tokenizer", || {
         let read = |file: &str| {
             let path = format!("{MODELS_ROOT}/{}/{file}", model.name);
             std::fs::read(&path)
                 .map_err(|e| ApiError::internal("tokenizer_unreadable", format!("cannot read {path}: {e}")))
         };
         let pre = &model.preprocess;
-        let encoder = TextEncoder::new(&read(&pre.tokenizer)?, read(&pre.vocab)?, pre)
-            .map_err(|e| ApiError::internal("tokenizer_invalid", format!("{}: {e}", model.name)))?;
+        TextEncoder::new(&read(&pre.tokenizer)?, read(&pre.vocab)?, pre)
+            .map_err(|e| ApiError::internal("tokenizer_invalid", format!("{}: {e}", model.name)))
+    })?;
+    let encoded = timing.time("tokenize", || {
         encoder
             .encode(&q.text)
             .map_err(|e| ApiError::bad_request("empty_question", e.to_string()))

@@ -464,7 +464,7 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run ./dev setup first"))
     }
 
-    fn minilm() -> Option<(TextEncoder, TextPreprocess)> {
+    fn minilm() -> (TextEncoder, TextPreprocess) {
         let pre = TextPreprocess {
             tokenizer: "tokenizer-pipeline.json".into(),
             vocab: "vocab.bin".into(),
@@ -474,7 +474,7 @@ mod tests {
             normalize: true,
         };
         let enc = TextEncoder::new(&model_file(&pre.tokenizer), model_file(&pre.vocab), &pre);
-        Some((enc.expect("the tokenizer loads"), pre))
+        (enc.expect("the tokenizer loads"), pre)
     }
 
     /// The flat vocabulary must tokenise exactly as `tokenizers` does from the original
@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn tokenises_like_bert_uncased() {
-        let (enc, _) = minilm().expect("run ./dev setup first");
+        let (enc, _) = minilm();
         let e = enc.encode("How do I Clone an array?").unwrap();
         // [CLS] how do i clone an array ? [SEP]
         assert_eq!(e.input_ids.first(), Some(&101));
@@ -550,7 +550,7 @@ mod tests {
 
     #[test]
     fn long_text_is_truncated_and_empty_text_refused() {
-        let (enc, _) = minilm().expect("run ./dev setup first");
+        let (enc, _) = minilm();
         let long = "word ".repeat(100);
         let e = enc.encode(&long).unwrap();
         assert_eq!(e.len(), 16);

@@ -28,14 +28,21 @@ pub struct TractBackend;
 /// A plan being built or built; concurrent first uses of one shape wait for one build.
 type Slot = Arc<OnceLock<Result<Arc<TypedRunnableModel>, NnError>>>;
 
+/// Plans by dynamic sizes, and those sizes oldest first, for eviction.
+#[derive(Default)]
+struct PlanCache {
+    slots: HashMap<Vec<u32>, Slot>,
+    order: VecDeque<Vec<u32>>,
+}
+
 struct TractGraph {
     name: String,
     /// The typed, unoptimised graph, with one symbol per dynamic dimension.
     typed: TypedModel,
     /// Which (input, axis) pairs are dynamic, and the symbol each one is.
     dynamic: Vec<(usize, usize, Symbol)>,
-    /// Concrete plans keyed by the sizes of the dynamic dimensions, oldest first for eviction.
-    plans: Mutex<(HashMap<Vec<u32>, Slot>, VecDeque<Vec<u32>>)>,
+    /// Concrete plans keyed by the sizes of the dynamic dimensions.
+    plans: Mutex<PlanCache>,
     output_types: Vec<DType>,
 }
 
@@ -90,7 +97,7 @@ impl Backend for TractBackend {
             name: card.name.clone(),
             typed,
             dynamic,
-            plans: Mutex::new((HashMap::new(), VecDeque::new())),
+            plans: Mutex::default(),
             output_types: card.outputs.iter().map(|o| o.dtype).collect(),
         };
         // Batch 1 (and length 1) is built now, so the common case never waits for a build.
@@ -104,19 +111,18 @@ impl TractGraph {
     /// The plan for these dynamic sizes, built now if this is their first use.
     fn plan(&self, key: &[u32]) -> Result<Arc<TypedRunnableModel>, NnError> {
         let slot = {
-            let mut guard = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-            let (map, order) = &mut *guard;
-            match map.get(key) {
+            let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.slots.get(key) {
                 Some(slot) => slot.clone(),
                 None => {
-                    if map.len() >= PLAN_CACHE
-                        && let Some(old) = order.pop_front()
+                    if cache.slots.len() >= PLAN_CACHE
+                        && let Some(old) = cache.order.pop_front()
                     {
-                        map.remove(&old);
+                        cache.slots.remove(&old);
                     }
                     let slot = Slot::default();
-                    map.insert(key.to_vec(), slot.clone());
-                    order.push_back(key.to_vec());
+                    cache.slots.insert(key.to_vec(), slot.clone());
+                    cache.order.push_back(key.to_vec());
                     slot
                 }
             }
