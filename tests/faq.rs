@@ -244,7 +244,8 @@ fn bad_questions_get_4xx_json_errors_and_harm_nothing() {
 }
 
 /// A second list is one `scoria index` command and a manifest change, with the same
-/// function binary; a changed list is re-indexed at start-up.
+/// function binary; the manifest declares the list, and a changed list is re-indexed at
+/// start-up.
 #[test]
 fn a_second_faq_list_is_served_without_rebuilding_the_function() {
     let list_src = root().join(".cache/faq/zaragoza-en.jsonl");
@@ -300,6 +301,10 @@ files = [
 environment = {{ SCORIA_FAQ_INDEX = "faq-zaragoza", SCORIA_MAX_QUESTION_BYTES = "200" }}
 [component.faq-match.tool.scoria]
 models = ["all-minilm-l6-v2", "faq-zaragoza"]
+[component.faq-match.tool.scoria.indexes.faq-zaragoza]
+list = "zaragoza.jsonl"
+embedding_model = "all-minilm-l6-v2"
+licence = "CC-BY-4.0"
 "#,
             wasm = wasm.display(),
             models = models.display(),

@@ -4,7 +4,7 @@
 
 use crate::cache::CompileCache;
 use crate::index;
-use crate::manifest::Manifest;
+use crate::manifest::{IndexDecl, Manifest};
 use crate::metrics::Metrics;
 use crate::models::Repository;
 use crate::nn::tract::TractBackend;
@@ -20,6 +20,11 @@ use std::time::Instant;
 /// Embedding indexes (folders with an `index.toml`) are loaded last: one whose list or
 /// embedding model changed since it was built is rebuilt first, with the embedding model.
 pub fn load_models(manifest: &Manifest, repo: &Repository) -> anyhow::Result<ModelRegistry> {
+    for c in manifest.components.values() {
+        for (name, decl) in &c.indexes {
+            declare_index(repo, name, decl)?;
+        }
+    }
     let mut registry = ModelRegistry::default();
     let (indexes, plain): (Vec<String>, Vec<String>) = manifest
         .models()
@@ -36,6 +41,27 @@ pub fn load_models(manifest: &Manifest, repo: &Repository) -> anyhow::Result<Mod
         registry.insert(load_model(repo, &name)?);
     }
     Ok(registry)
+}
+
+/// Make `<repo>/<name>/index.toml` say what the manifest declares, creating the folder if
+/// needed; the digests then decide whether the index must be rebuilt.
+pub fn declare_index(repo: &Repository, name: &str, decl: &IndexDecl) -> anyhow::Result<()> {
+    let dir = repo.dir.join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let spec = index::IndexSpec {
+        list: index::relative_to(&decl.list, &dir)?,
+        embedding_model: decl.embedding_model.clone(),
+        licence: decl.licence.clone().unwrap_or_else(|| "see the list".into()),
+    };
+    let text = format!(
+        "# Written from the manifest's `tool.scoria.indexes.{name}`; do not edit.\n{}",
+        toml::to_string(&spec)?
+    );
+    let file = dir.join(index::SPEC_FILE);
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// Check one model's files and load it with tract.

@@ -431,8 +431,9 @@ fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
 }
 
 fn write(file: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    // Write then rename, so a reader (or a crash) never sees half an index.
-    let tmp = file.with_extension("tmp");
+    // Write then rename, so a reader (or a crash) never sees half a file; the name is per
+    // process, since hosts starting together may build the same index at once.
+    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, file))
         .map_err(|source| IndexError::Write {

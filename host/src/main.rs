@@ -62,7 +62,8 @@ enum Command {
         /// loads.
         name: String,
         /// The list to index; written into `<models>/<name>/index.toml`. Without it, the
-        /// folder's existing `index.toml` is rebuilt.
+        /// manifest's `[component.<id>.tool.scoria.indexes.<name>]` is used, else the
+        /// folder's existing `index.toml`.
         #[arg(long)]
         list: Option<PathBuf>,
         /// The embedding model (a folder in the model repository).
@@ -194,7 +195,17 @@ fn main() -> anyhow::Result<()> {
         } => {
             let repo = Repository::new(models_dir.unwrap_or_else(|| default_models_dir(&manifest)));
             let dir = repo.dir.join(&name);
-            if let Some(list) = list {
+            // Without --list, the manifest's declaration (if any) says what to build.
+            let declared = match (&list, manifest.is_file()) {
+                (None, true) => Manifest::load(&manifest)?
+                    .components
+                    .into_values()
+                    .find_map(|c| c.indexes.get(&name).cloned()),
+                _ => None,
+            };
+            if let Some(decl) = declared {
+                scoria::app::declare_index(&repo, &name, &decl)?;
+            } else if let Some(list) = list {
                 anyhow::ensure!(list.is_file(), "--list {}: no such file", list.display());
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 let spec = scoria::index::IndexSpec {

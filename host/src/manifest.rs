@@ -133,6 +133,18 @@ pub struct Component {
     pub build_command: Option<String>,
     /// Models this component may `load-by-name` (`[component.<id>.tool.scoria] models`).
     pub models: Vec<String>,
+    /// Embedding indexes built from text lists (`[component.<id>.tool.scoria.indexes.<name>]`),
+    /// by index name; each is also one of `models`.
+    pub indexes: BTreeMap<String, IndexDecl>,
+}
+
+/// An index the manifest asks for: the list it is built from and the model that embeds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDecl {
+    /// The list file, resolved against the manifest's folder.
+    pub list: PathBuf,
+    pub embedding_model: String,
+    pub licence: Option<String>,
 }
 
 /// The whole application.
@@ -235,7 +247,29 @@ impl Manifest {
                     ));
                 }
             }
-            let models = c.tool.scoria.map(|s| s.models).unwrap_or_default();
+            let scoria = c.tool.scoria.unwrap_or_default();
+            let models = scoria.models;
+            let mut indexes = BTreeMap::new();
+            for (name, ix) in scoria.indexes {
+                let ikey = format!("component.{id}.tool.scoria.indexes.{name}");
+                for (what, needed) in [("the index", &name), ("its embedding model", &ix.embedding_model)] {
+                    if !models.contains(needed) {
+                        return Err(invalid(
+                            ikey.clone(),
+                            format!("{what} `{needed}` is not in this component's `models`"),
+                            &format!("add \"{needed}\" to `[component.{id}.tool.scoria] models`"),
+                        ));
+                    }
+                }
+                indexes.insert(
+                    name,
+                    IndexDecl {
+                        list: base.join(ix.list),
+                        embedding_model: ix.embedding_model,
+                        licence: ix.licence,
+                    },
+                );
+            }
             components.insert(
                 id.clone(),
                 Component {
@@ -246,6 +280,7 @@ impl Manifest {
                     allowed_outbound_hosts: c.allowed_outbound_hosts,
                     build_command: c.build.map(|b| b.command),
                     models,
+                    indexes,
                 },
             );
         }
@@ -409,11 +444,22 @@ mod raw {
         pub scoria: Option<Scoria>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Scoria {
         #[serde(default)]
         pub models: Vec<String>,
+        #[serde(default)]
+        pub indexes: BTreeMap<String, Index>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Index {
+        pub list: String,
+        pub embedding_model: String,
+        #[serde(default)]
+        pub licence: Option<String>,
     }
 }
 
@@ -475,6 +521,32 @@ allowed_outbound_hosts = ["https://example.com"]
         assert_eq!(c.build_command.as_deref(), Some("cargo build --release"));
         assert!(m.components["hello"].models.is_empty());
         assert_eq!(m.models(), vec!["efficientnet-lite0"]);
+    }
+
+    #[test]
+    fn indexes_are_declared_with_their_list_and_must_be_granted() {
+        let faq = r#"
+[component.hello.tool.scoria]
+models = ["minilm", "faq"]
+[component.hello.tool.scoria.indexes.faq]
+list = "faq/list.jsonl"
+embedding_model = "minilm"
+"#;
+        let m = parse(&format!("{GOOD}{faq}")).unwrap();
+        assert_eq!(
+            m.components["hello"].indexes["faq"],
+            IndexDecl {
+                list: "/app/faq/list.jsonl".into(),
+                embedding_model: "minilm".into(),
+                licence: None,
+            }
+        );
+        let e = err(&format!(
+            "{GOOD}{}",
+            faq.replace("[\"minilm\", \"faq\"]", "[\"minilm\"]")
+        ));
+        assert!(e.contains("component.hello.tool.scoria.indexes.faq"), "{e}");
+        assert!(e.contains("add \"faq\" to"), "{e}");
     }
 
     #[test]
