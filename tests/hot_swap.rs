@@ -1,5 +1,6 @@
-//! Hot swap through the admin API, end to end: swaps under load lose no request, a bad
-//! component is refused while the old one keeps serving, rollback works, and compiled
+//! Hot swap through the admin API, end to end: swaps of components and of models under load
+//! lose no request, a bad component or model is refused while the old one keeps serving,
+//! rollback works, `--watch` reloads rebuilt components and re-exported models, and compiled
 //! components are cached on disk.
 
 mod common;
@@ -33,6 +34,10 @@ struct Admin {
 }
 
 fn start_with_admin(extra: &[&str]) -> Admin {
+    start_admin(FAULTS, extra)
+}
+
+fn start_admin(manifest: &str, extra: &[&str]) -> Admin {
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), format!("{TOKEN}\n")).unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -43,7 +48,7 @@ fn start_with_admin(extra: &[&str]) -> Admin {
         cache.path().to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let server = Server::start(FAULTS, &args);
+    let server = Server::start(manifest, &args);
     Admin {
         server,
         _token_file: token_file,
@@ -267,4 +272,248 @@ fn watch_swaps_in_a_rebuilt_component_without_dropping_requests() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(s.log().contains("reloaded from disk"));
+}
+
+/// The demo FAQ index with its first two columns (entries) swapped: "How do I make a copy of
+/// an array?" then finds entry 1 (`array-remove-item`) instead of entry 0 (`array-clone`).
+/// Same card (names, types, shapes), different weights: a second version of the model.
+fn permuted_index() -> (Vec<u8>, Vec<u8>) {
+    use prost::Message as _;
+    let original = std::fs::read(root().join("models/faq-javascript/index.onnx"))
+        .expect("models/faq-javascript/index.onnx; run ./dev test, which indexes it");
+    let mut model = tract_onnx::pb::ModelProto::decode(original.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let matrix = graph.initializer.iter_mut().find(|t| t.name == "matrix").unwrap();
+    let n = matrix.dims[1] as usize;
+    for row in matrix.raw_data.chunks_exact_mut(n * 4) {
+        let (a, b) = row.split_at_mut(4);
+        a.swap_with_slice(&mut b[..4]);
+    }
+    (original, model.encode_to_vec())
+}
+
+const COPY_ARRAY: &str = r#"{"question": "How do I make a copy of an array?", "k": 1}"#;
+
+/// The id of the best match for [`COPY_ARRAY`], or the failure.
+fn best_match(s: &Server) -> Result<String, String> {
+    let r = client()
+        .post(s.url("/faq"))
+        .header("content-type", "application/json")
+        .body(COPY_ARRAY)
+        .send()
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let text = r.text().unwrap_or_default();
+    if status != 200 {
+        return Err(format!("{status}: {text}"));
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    Ok(v["matches"][0]["id"].as_str().unwrap_or("").to_string())
+}
+
+fn put_model(s: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    parse(
+        client()
+            .put(s.url(&format!("/admin/models/{name}")))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn swapping_a_model_under_load_loses_no_request() {
+    let (original, permuted) = permuted_index();
+    let a = start_admin("spin.toml", &[]);
+    let s = Arc::new(a.server);
+    assert_eq!(best_match(&s).unwrap(), "array-clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut v1, mut v2, mut failures) = (0, 0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match best_match(&s) {
+                        Ok(id) if id == "array-clone" => v1 += 1,
+                        Ok(id) if id == "array-remove-item" => v2 += 1,
+                        Ok(other) => failures.push(format!("unexpected match {other}")),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (v1, v2, failures)
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        let bytes = if i % 2 == 0 {
+            permuted.clone()
+        } else {
+            original.clone()
+        };
+        let (st, v) = put_model(&s, "faq-javascript", bytes);
+        assert_eq!(st, 200, "{v}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut v1, mut v2) = (0, 0);
+    for c in clients {
+        let (a, b, failures) = c.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "requests failed during model swaps: {failures:?}"
+        );
+        v1 += a;
+        v2 += b;
+    }
+    assert!(v1 > 0 && v2 > 0, "both versions must answer: v1 {v1}, v2 {v2}");
+    // Ten swaps: the original is serving again.
+    assert_eq!(best_match(&s).unwrap(), "array-clone");
+}
+
+#[test]
+fn a_bad_model_is_refused_and_model_rollback_restores_the_previous_version() {
+    let (original, permuted) = permuted_index();
+    let a = start_admin("spin.toml", &[]);
+    let s = &a.server;
+
+    let r = client()
+        .put(s.url("/admin/models/faq-javascript"))
+        .body(permuted.clone())
+        .send()
+        .unwrap();
+    let (st, v) = parse(r);
+    assert_error(st, &v, 401, "unauthorized");
+    let (st, v) = put_model(s, "faq-javascript", b"not an onnx file".to_vec());
+    assert_error(st, &v, 422, "invalid_model");
+    // A valid graph that does not fit the card (MiniLM's weights under the index's card).
+    let minilm = std::fs::read(root().join("models/all-minilm-l6-v2/model.onnx")).unwrap();
+    let (st, v) = put_model(s, "faq-javascript", minilm);
+    assert_error(st, &v, 422, "invalid_model");
+    assert_eq!(
+        best_match(s).unwrap(),
+        "array-clone",
+        "the old version must keep serving"
+    );
+    let (st, v) = put_model(s, "no-such-model", permuted.clone());
+    assert_error(st, &v, 404, "unknown_model");
+    let rb = s.url("/admin/models/faq-javascript/rollback");
+    let (st, v) = parse(client().post(&rb).bearer_auth(TOKEN).send().unwrap());
+    assert_error(st, &v, 409, "no_previous_version");
+
+    let (st, v) = put_model(s, "faq-javascript", permuted);
+    assert_eq!(st, 200, "{v}");
+    let original_digest = hex_sha256(&original);
+    assert_eq!(v["previous_digest"], original_digest.as_str(), "{v}");
+    assert_eq!(best_match(s).unwrap(), "array-remove-item");
+    let (st, list) = parse(
+        client()
+            .get(s.url("/admin/models"))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{list}");
+    let entry = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "faq-javascript")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["digest"], v["digest"]);
+    assert_eq!(entry["previous_digest"], original_digest.as_str());
+    assert_eq!(entry["backend"], "tract");
+
+    let (st, v) = parse(client().post(&rb).bearer_auth(TOKEN).send().unwrap());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["digest"], original_digest.as_str());
+    assert_eq!(best_match(s).unwrap(), "array-clone");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn watch_reloads_a_model_whose_files_change() {
+    let (_, permuted) = permuted_index();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let index = models.join("faq-javascript");
+    std::fs::create_dir_all(&index).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("models/all-minilm-l6-v2"),
+        models.join("all-minilm-l6-v2"),
+    )
+    .unwrap();
+    // The built index as a plain model (no index.toml: nothing rebuilds it here).
+    for f in ["index.onnx", "entries.jsonl", "model.toml"] {
+        std::fs::copy(root().join("models/faq-javascript").join(f), index.join(f)).unwrap();
+    }
+    let manifest = tmp.path().join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "watch-models"
+[[trigger.scoria]]
+route = "/faq"
+component = "faq-match"
+[component.faq-match]
+source = "{wasm}"
+files = [
+    {{ source = "models/faq-javascript", destination = "/models/faq-javascript" }},
+    {{ source = "models/all-minilm-l6-v2", destination = "/models/all-minilm-l6-v2" }},
+]
+environment = {{ SCORIA_FAQ_INDEX = "faq-javascript" }}
+[component.faq-match.tool.scoria]
+models = ["all-minilm-l6-v2", "faq-javascript"]
+"#,
+            wasm = root()
+                .join("functions/target/wasm32-wasip2/release/faq_match.wasm")
+                .display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with_models(
+        manifest.to_str().unwrap(),
+        &models,
+        &["--watch", "--no-compile-cache"],
+    );
+    assert_eq!(best_match(&s).unwrap(), "array-clone");
+
+    // New weights without the card's new digest: refused (a half-copied file looks like this).
+    std::fs::write(index.join("index.onnx"), &permuted).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(best_match(&s).unwrap(), "array-clone", "{}", s.log());
+    assert!(s.log().contains("change not loaded"), "{}", s.log());
+
+    // Then the card: the new version loads beside the old one and takes over.
+    let card = std::fs::read_to_string(index.join("model.toml")).unwrap();
+    let old_sha = card
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    std::fs::write(
+        index.join("model.toml"),
+        card.replace(&old_sha, &hex_sha256(&permuted)),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while best_match(&s).unwrap() != "array-remove-item" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the model was not reloaded:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.log().contains("model reloaded from disk"), "{}", s.log());
 }

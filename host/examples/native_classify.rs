@@ -7,8 +7,7 @@
 //! throughput (images/s) at each concurrency given.
 
 use scoria::models::Repository;
-use scoria::nn::tract::TractBackend;
-use scoria::nn::{Backend, LoadedModel, Tensor};
+use scoria::nn::{LoadedModel, Tensor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vision::Preprocess;
@@ -31,12 +30,10 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no [preprocess]"))?
         .try_into()?;
-    let graph = TractBackend.load(&entry)?;
-    let model = Arc::new(LoadedModel {
-        entry,
-        backend: "tract",
-        graph,
-    });
+    let model = Arc::new(scoria::app::load_model_bytes(
+        entry.clone(),
+        &std::fs::read(entry.weights_path())?,
+    )?);
     let pre = Arc::new(pre);
 
     // Warm up, then time each stage of a single-image request.

@@ -3,10 +3,13 @@
 //! - `GET  /admin/functions`: id, digest, loaded at, previous digest, for every function;
 //! - `PUT  /admin/functions/<id>`: new component bytes (`application/wasm`); compiled and
 //!   validated off the request path, then swapped in atomically;
-//! - `POST /admin/functions/<id>/rollback`: back to the previous version.
+//! - `POST /admin/functions/<id>/rollback`: back to the previous version;
+//! - the same for models under `/admin/models/<name>`: `PUT` takes the new weights (ONNX
+//!   bytes, same card), loaded beside the serving version and then swapped in.
 //!
 //! Every call needs `Authorization: Bearer <token>`, compared in constant time.
 
+use crate::nn::LoadedModel;
 use crate::runtime::Function;
 use crate::server::{AppState, Body, SwapError, error, json};
 use http::{Method, Request, Response, StatusCode};
@@ -14,11 +17,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
 
 /// Largest component accepted by `PUT`.
 const MAX_COMPONENT_BYTES: usize = 256 << 20;
+
+/// Largest model accepted by `PUT` (ResNet-152 in f32 is 240 MB).
+const MAX_MODEL_BYTES: usize = 2 << 30;
 
 /// The admin bearer token (its digest; the token itself is not kept).
 pub struct AdminToken {
@@ -89,6 +95,31 @@ pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>
                 Err(e) => swap_error(&id, e),
             }
         }
+        (Method::GET, ["models"]) => list_models(state),
+        (Method::PUT, ["models", name]) => {
+            let name = name.to_string();
+            let bytes = match Limited::new(req.into_body(), MAX_MODEL_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let msg = format!("cannot read the model (limit {MAX_MODEL_BYTES} bytes): {e}");
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg);
+                }
+            };
+            match state.deploy_model(&name, bytes).await {
+                Ok((new, old)) => {
+                    tracing::info!(model = %name, digest = %new.digest, previous = %old.digest, "model swapped");
+                    model_swapped(&new, Some(&old))
+                }
+                Err(e) => swap_error(&name, e),
+            }
+        }
+        (Method::POST, ["models", name, "rollback"]) => match state.rollback_model(name) {
+            Ok((now, before)) => {
+                tracing::info!(model = %name, digest = %now.digest, "model rolled back");
+                model_swapped(&now, Some(&before))
+            }
+            Err(e) => swap_error(name, e),
+        },
         (Method::POST, ["functions", id, "rollback"]) => match state.rollback(id) {
             Ok((now, before)) => {
                 tracing::info!(component = %id, digest = %now.digest, "function rolled back");
@@ -99,7 +130,8 @@ pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "admin routes: GET /admin/functions, PUT /admin/functions/<id>, POST /admin/functions/<id>/rollback",
+            "admin routes: GET /admin/functions, PUT /admin/functions/<id>, POST /admin/functions/<id>/rollback, \
+             and the same under /admin/models/<name>",
         ),
     }
 }
@@ -123,6 +155,32 @@ fn list(state: &AppState) -> Response<Body> {
     )
 }
 
+fn list_models(state: &AppState) -> Response<Body> {
+    let models: Vec<serde_json::Value> = state
+        .models()
+        .iter()
+        .map(|(current, previous)| model_json(current, previous.as_deref()))
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "models": models }).to_string(),
+    )
+}
+
+fn model_swapped(now: &LoadedModel, before: Option<&LoadedModel>) -> Response<Body> {
+    json(StatusCode::OK, model_json(now, before).to_string())
+}
+
+fn model_json(now: &LoadedModel, before: Option<&LoadedModel>) -> serde_json::Value {
+    serde_json::json!({
+        "name": now.entry.card.name,
+        "backend": now.backend,
+        "digest": now.digest,
+        "loaded_at": seconds(now.loaded_at),
+        "previous_digest": before.map(|b| &b.digest),
+    })
+}
+
 fn swapped(id: &str, now: &Function, before: Option<&Function>) -> Response<Body> {
     let body = serde_json::json!({
         "id": id,
@@ -137,16 +195,19 @@ fn swap_error(id: &str, e: SwapError) -> Response<Body> {
     let (status, code) = match &e {
         SwapError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         SwapError::UnknownComponent => (StatusCode::NOT_FOUND, "unknown_component"),
+        SwapError::UnknownModel => (StatusCode::NOT_FOUND, "unknown_model"),
         SwapError::NoPrevious => (StatusCode::CONFLICT, "no_previous_version"),
         SwapError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
+        SwapError::InvalidModel(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_model"),
     };
     tracing::warn!(component = %id, error = %e, "swap refused; the current version keeps serving");
     error(status, code, &format!("`{id}`: {e}"))
 }
 
 fn unix_seconds(f: &Function) -> u64 {
-    f.loaded_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    seconds(f.loaded_at)
+}
+
+fn seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -6,11 +6,12 @@ use crate::cache::CompileCache;
 use crate::index;
 use crate::manifest::{IndexDecl, Manifest};
 use crate::metrics::Metrics;
-use crate::models::Repository;
+use crate::models::{ModelEntry, Repository};
 use crate::nn::tract::TractBackend;
 use crate::nn::{Backend, LoadedModel, ModelRegistry};
 use crate::runtime::{Function, Limits, Runtime};
 use anyhow::Context as _;
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,18 +67,30 @@ pub fn declare_index(repo: &Repository, name: &str, decl: &IndexDecl) -> anyhow:
 
 /// Check one model's files and load it with tract.
 pub fn load_model(repo: &Repository, name: &str) -> anyhow::Result<LoadedModel> {
-    let backend = TractBackend;
-    let t = Instant::now();
     let entry = repo.get(name)?;
     entry.check()?;
+    let bytes = std::fs::read(entry.weights_path())
+        .with_context(|| format!("reading {}", entry.weights_path().display()))?;
+    load_model_bytes(entry, &bytes)
+}
+
+/// Load `bytes` as the weights of the model `entry` describes (its card's tensors), with
+/// tract. Used at start-up and for hot swaps, which load beside the serving version.
+pub fn load_model_bytes(entry: ModelEntry, bytes: &[u8]) -> anyhow::Result<LoadedModel> {
+    let backend = TractBackend;
+    let t = Instant::now();
+    let name = entry.card.name.clone();
     let graph = backend
-        .load(&entry)
+        .load_bytes(&entry, bytes)
         .with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
-    tracing::info!(model = %name, backend = backend.name(), ms = t.elapsed().as_millis() as u64, "model loaded");
+    let digest = hex::encode(sha2::Sha256::digest(bytes));
+    tracing::info!(model = %name, backend = backend.name(), digest = %&digest[..12], ms = t.elapsed().as_millis() as u64, "model loaded");
     Ok(LoadedModel {
         entry,
         backend: backend.name(),
         graph,
+        digest,
+        loaded_at: std::time::SystemTime::now(),
     })
 }
 
@@ -89,7 +102,7 @@ pub fn build_index(repo: &Repository, name: &str, loaded: Option<&ModelRegistry>
         .with_context(|| format!("{} has no {}", dir.display(), index::SPEC_FILE))?;
     let t = Instant::now();
     let embedder = match loaded.and_then(|r| r.get(&spec.embedding_model)) {
-        Some(m) => m.clone(),
+        Some(m) => m,
         None => Arc::new(load_model(repo, &spec.embedding_model)?),
     };
     let n = index::build(repo, &dir, &embedder)?;

@@ -133,7 +133,8 @@ struct UpArgs {
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
     api_keys_file: Option<PathBuf>,
-    /// Swap a component in when its `source` file changes (after a build).
+    /// Swap a component in when its `source` file changes (after a build), and a model when
+    /// its `model.toml` or weights change.
     #[arg(long)]
     watch: bool,
     /// File holding the admin API's bearer token. Without it the admin API is off.
@@ -325,7 +326,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
                 state.set_ready(prepared);
                 tracing::info!("ready");
                 if watch {
-                    tokio::spawn(scoria::watch::watch_components(state.clone(), sources));
+                    tokio::spawn(scoria::watch::watch(state.clone(), sources));
                 }
                 (&mut server).await.context("server task panicked")?
             }

@@ -11,7 +11,8 @@ use crate::app::Prepared;
 use crate::auth::{ApiKeys, Decision};
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, Metrics};
-use crate::nn::ModelRegistry;
+use crate::models::ModelEntry;
+use crate::nn::{LoadedModel, ModelRegistry, ModelSwapError};
 use crate::runtime::{Function, MemoryLimitExceeded, RequestState, Runtime};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -51,10 +52,23 @@ pub enum SwapError {
     NotReady,
     #[error("no such component in the manifest")]
     UnknownComponent,
+    #[error("no such model is loaded")]
+    UnknownModel,
     #[error("there is no previous version to roll back to")]
     NoPrevious,
     #[error("the component was refused: {0}")]
     Invalid(String),
+    #[error("the model was refused: {0}")]
+    InvalidModel(String),
+}
+
+impl From<ModelSwapError> for SwapError {
+    fn from(e: ModelSwapError) -> Self {
+        match e {
+            ModelSwapError::Unknown(_) => SwapError::UnknownModel,
+            ModelSwapError::NoPrevious(_) => SwapError::NoPrevious,
+        }
+    }
 }
 
 /// Server settings that do not come from the manifest.
@@ -196,6 +210,47 @@ impl AppState {
         let old = std::mem::replace(&mut d.current, previous.clone());
         d.previous = Some(old.clone());
         Ok((previous, old))
+    }
+
+    /// Load `bytes` as a new version of the model `name` (same card: tensor names, types and
+    /// shapes) beside the serving one, off the async executor, then swap it in. Computes
+    /// already running finish on the old graph; on any error the old version keeps serving.
+    pub async fn deploy_model(
+        &self,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
+        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
+        let entry = ctx.models.get(name).ok_or(SwapError::UnknownModel)?.entry.clone();
+        self.deploy_model_entry(entry, bytes).await
+    }
+
+    /// As [`deploy_model`](Self::deploy_model), with a new card too (a reload from disk).
+    pub async fn deploy_model_entry(
+        &self,
+        entry: ModelEntry,
+        bytes: Bytes,
+    ) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
+        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
+        let new = tokio::task::spawn_blocking(move || crate::app::load_model_bytes(entry, &bytes))
+            .await
+            .map_err(|e| SwapError::InvalidModel(format!("loading panicked: {e}")))?
+            .map_err(|e| SwapError::InvalidModel(format!("{e:#}")))?;
+        Ok(ctx.models.swap(new)?)
+    }
+
+    /// Swap model `name` back to its previous version (which becomes the rollback target).
+    pub fn rollback_model(&self, name: &str) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
+        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
+        Ok(ctx.models.rollback(name)?)
+    }
+
+    /// `(current, previous)` for every loaded model, sorted by name.
+    pub fn models(&self) -> Vec<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
+        self.prepared
+            .get()
+            .map(|ctx| ctx.models.versions())
+            .unwrap_or_default()
     }
 
     /// `(id, current, previous)` for every function, sorted by id.

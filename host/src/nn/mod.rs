@@ -62,8 +62,15 @@ pub trait Graph: Send + Sync {
 pub trait Backend: Send + Sync {
     /// Short name for logs and `scoria models list`.
     fn name(&self) -> &'static str;
-    /// Load the model described by `entry`; called once per model at start-up.
-    fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError>;
+    /// Load the model described by `entry` from its weights file.
+    fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError> {
+        let path = entry.weights_path();
+        let bytes = std::fs::read(&path)
+            .map_err(|e| NnError::new(ErrorKind::NotFound, format!("{}: {e}", path.display())))?;
+        self.load_bytes(entry, &bytes)
+    }
+    /// Load weights given as bytes (a hot swap) as the model `entry`'s card describes.
+    fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError>;
 }
 
 /// A model ready to serve: its card, the backend that loaded it, and the graph.
@@ -71,6 +78,9 @@ pub struct LoadedModel {
     pub entry: ModelEntry,
     pub backend: &'static str,
     pub graph: Arc<dyn Graph>,
+    /// sha256 of the weights this graph was loaded from, to tell versions apart.
+    pub digest: String,
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl LoadedModel {
@@ -228,10 +238,29 @@ impl InferencePool {
     }
 }
 
+/// Why a model swap or rollback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelSwapError {
+    #[error("no model `{0}` is loaded")]
+    Unknown(String),
+    #[error("model `{0}` has no previous version")]
+    NoPrevious(String),
+}
+
+/// The version of a model that new computes get, and the one before it (the rollback target).
+struct Versions {
+    current: Arc<LoadedModel>,
+    previous: Option<Arc<LoadedModel>>,
+}
+
 /// Every model the host loaded at start-up, by name, and the threads that run them.
+///
+/// Each model sits in a slot shared by every component's [`subset`](Self::subset), so a swap
+/// is seen by all of them at once. A compute holds the `Arc` it started with, so a swap never
+/// changes the graph under a request in flight.
 #[derive(Clone)]
 pub struct ModelRegistry {
-    models: HashMap<String, Arc<LoadedModel>>,
+    slots: HashMap<String, Arc<std::sync::RwLock<Versions>>>,
     pool: Arc<InferencePool>,
 }
 
@@ -239,7 +268,7 @@ impl Default for ModelRegistry {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self {
-            models: HashMap::new(),
+            slots: HashMap::new(),
             pool: Arc::new(InferencePool::new(cores)),
         }
     }
@@ -252,26 +281,74 @@ impl ModelRegistry {
     }
 
     pub fn insert(&mut self, model: LoadedModel) {
-        self.models.insert(model.entry.card.name.clone(), Arc::new(model));
+        let name = model.entry.card.name.clone();
+        let versions = Versions {
+            current: Arc::new(model),
+            previous: None,
+        };
+        self.slots
+            .insert(name, Arc::new(std::sync::RwLock::new(versions)));
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<LoadedModel>> {
-        self.models.get(name)
+    /// The version of `name` that new computes get.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        let slot = self.slots.get(name)?;
+        let v = slot.read().unwrap_or_else(|p| p.into_inner());
+        Some(v.current.clone())
     }
 
     /// The subset a component may use: exactly the models its manifest entry lists.
     pub fn subset(&self, names: &[String]) -> ModelRegistry {
         ModelRegistry {
-            models: names
+            slots: names
                 .iter()
-                .filter_map(|n| self.models.get(n).map(|m| (n.clone(), m.clone())))
+                .filter_map(|n| self.slots.get(n).map(|m| (n.clone(), m.clone())))
                 .collect(),
             pool: self.pool.clone(),
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
-        self.models.values()
+    /// Make `model` the version of its name that new computes get; the old one becomes the
+    /// rollback target. Returns (new, old).
+    pub fn swap(&self, model: LoadedModel) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), ModelSwapError> {
+        let name = model.entry.card.name.clone();
+        let slot = self.slots.get(&name).ok_or(ModelSwapError::Unknown(name))?;
+        let mut v = slot.write().unwrap_or_else(|p| p.into_inner());
+        let new = Arc::new(model);
+        let old = std::mem::replace(&mut v.current, new.clone());
+        v.previous = Some(old.clone());
+        Ok((new, old))
+    }
+
+    /// Back to the previous version of `name`, which becomes the rollback target. Returns
+    /// (now, before).
+    pub fn rollback(&self, name: &str) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), ModelSwapError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| ModelSwapError::Unknown(name.into()))?;
+        let mut v = slot.write().unwrap_or_else(|p| p.into_inner());
+        let previous = v
+            .previous
+            .take()
+            .ok_or_else(|| ModelSwapError::NoPrevious(name.into()))?;
+        let before = std::mem::replace(&mut v.current, previous.clone());
+        v.previous = Some(before.clone());
+        Ok((previous, before))
+    }
+
+    /// `(current, previous)` for every model, sorted by name.
+    pub fn versions(&self) -> Vec<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
+        let mut all: Vec<_> = self
+            .slots
+            .values()
+            .map(|slot| {
+                let v = slot.read().unwrap_or_else(|p| p.into_inner());
+                (v.current.clone(), v.previous.clone())
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.entry.card.name.cmp(&b.0.entry.card.name));
+        all
     }
 }
 

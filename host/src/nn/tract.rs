@@ -51,7 +51,7 @@ impl Backend for TractBackend {
         "tract"
     }
 
-    fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError> {
+    fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError> {
         let card = &entry.card;
         if card.format != Format::Onnx {
             return Err(NnError::new(
@@ -62,7 +62,7 @@ impl Backend for TractBackend {
         let path = entry.weights_path();
         let fail =
             |e: anyhow::Error| NnError::new(ErrorKind::RuntimeError, format!("{}: {e:#}", path.display()));
-        let mut model = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
+        let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(fail)?;
         // Pin input facts from the card: exporters' symbolic dims often confuse tract's
         // inference, and the card is what we validate against anyway. A dynamic dimension
         // keeps the graph's own symbol where it has one, since the graph's shape rules use it.
