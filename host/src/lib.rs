@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod index;
+pub mod locked;
 pub mod manifest;
 pub mod metrics;
 pub mod models;

@@ -1,7 +1,7 @@
 //! The `scoria` command line: `up` serves a manifest, `models` inspects the model repository.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use scoria::admin::AdminToken;
 use scoria::auth::ApiKeys;
 use scoria::cache::CompileCache;
@@ -167,11 +167,37 @@ impl CacheArgs {
     }
 }
 
+/// `scoria` started by `spin up` as the `trigger-scoria` plugin: the arguments are the
+/// trigger options (`up`'s flags), and the application comes from `SPIN_LOCKED_URL`.
+#[derive(Parser)]
+#[command(
+    name = "trigger-scoria",
+    version,
+    about = "Scoria as Spin's trigger for `[[trigger.scoria]]`"
+)]
+struct PluginCli {
+    #[command(flatten)]
+    up: UpArgs,
+    /// Log format: `text` on a terminal, `json` for log collectors.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
 fn main() -> anyhow::Result<()> {
+    let first = std::env::args_os().nth(1);
+    let is_flag = first
+        .as_ref()
+        .is_none_or(|a| a.to_string_lossy().starts_with('-'));
+    if let (Ok(url), true) = (std::env::var("SPIN_LOCKED_URL"), is_flag) {
+        return plugin(&url);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Up(args) => up(args),
+        Command::Up(args) => {
+            let manifest = Manifest::load(&args.manifest)?;
+            up(args, manifest)
+        }
         Command::Compile {
             manifest: file,
             cache,
@@ -265,8 +291,25 @@ fn default_models_dir(manifest: &Path) -> PathBuf {
     manifest_dir(manifest).join("models")
 }
 
-fn up(args: UpArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+/// Plugin mode (see [`PluginCli`]).
+fn plugin(locked_url: &str) -> anyhow::Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `spin up --help` asks each trigger for its options this way.
+    if args.iter().any(|a| a == "--help-args-only") {
+        PluginCli::command().print_help()?;
+        return Ok(());
+    }
+    let cli = PluginCli::parse_from(args);
+    init_logging(cli.log_format);
+    let manifest = scoria::locked::load(locked_url)?;
+    let mut up_args = cli.up;
+    // Models, the compile cache and indexes resolve beside the spin.toml the app came from.
+    up_args.manifest = manifest.file.clone();
+    tracing::info!(locked = %locked_url, manifest = %manifest.file.display(), "running as Spin's trigger-scoria plugin");
+    up(up_args, manifest)
+}
+
+fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
     let repo = Repository::new(
         args.models_dir
             .clone()

@@ -49,7 +49,7 @@ pub enum Route {
 }
 
 impl Route {
-    fn parse(raw: &str) -> Result<Self, String> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, String> {
         if !raw.starts_with('/') {
             return Err(format!("route `{raw}` must start with `/`"));
         }
@@ -95,7 +95,7 @@ impl Route {
     }
 
     /// Exact routes win over prefixes, and longer prefixes over shorter ones.
-    fn specificity(&self) -> (u8, usize) {
+    pub(crate) fn specificity(&self) -> (u8, usize) {
         match self {
             Route::Exact(p) => (1, p.len()),
             Route::Prefix(p) => (0, p.len()),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How often files are checked.
-pub const POLL: Duration = Duration::from_millis(300);
+pub const POLL: Duration = Duration::from_millis(100);
 
 type Stamp = Option<(SystemTime, u64)>;
 

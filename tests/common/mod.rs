@@ -36,18 +36,20 @@ impl Server {
 
     /// Start with another model repository (relative paths are from the project root).
     pub fn start_with_models(manifest: &str, models: &Path, extra: &[&str]) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scoria"))
-            .current_dir(root())
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
+        cmd.current_dir(root())
             .args(["up", "--manifest", manifest, "--models-dir"])
             .arg(models)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd, port)
+    }
+
+    /// Run `cmd` (a `scoria` that will listen on `port`) and wait until it is ready.
+    pub fn spawn(mut cmd: Command, port: u16) -> Server {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -150,6 +152,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port nothing listens on yet.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn client() -> reqwest::blocking::Client {
