@@ -281,36 +281,17 @@ fn a_second_faq_list_is_served_without_rebuilding_the_function() {
     );
     assert!(stdout.contains("503 entries"), "{stdout}");
 
-    let manifest = tmp.path().join("spin.toml");
-    let wasm = root().join("functions/target/wasm32-wasip2/release/faq_match.wasm");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "zaragoza"
-[[trigger.scoria]]
-route = "/faq"
-component = "faq-match"
-[component.faq-match]
-source = "{wasm}"
-files = [
-    {{ source = "{models}/faq-zaragoza", destination = "/models/faq-zaragoza" }},
-    {{ source = "{models}/all-minilm-l6-v2", destination = "/models/all-minilm-l6-v2" }},
-]
-environment = {{ SCORIA_FAQ_INDEX = "faq-zaragoza", SCORIA_MAX_QUESTION_BYTES = "200" }}
-[component.faq-match.tool.scoria]
-models = ["all-minilm-l6-v2", "faq-zaragoza"]
-[component.faq-match.tool.scoria.indexes.faq-zaragoza]
+    let manifest = faq_manifest(
+        tmp.path(),
+        &models,
+        "faq-zaragoza",
+        r#", SCORIA_MAX_QUESTION_BYTES = "200""#,
+        r#"[component.faq-match.tool.scoria.indexes.faq-zaragoza]
 list = "zaragoza.jsonl"
 embedding_model = "all-minilm-l6-v2"
 licence = "CC-BY-4.0"
 "#,
-            wasm = wasm.display(),
-            models = models.display(),
-        ),
-    )
-    .unwrap();
+    );
     let manifest = manifest.to_str().unwrap();
     let ask_zaragoza = |s: &Server, q: &str| {
         let (status, v) = ask(s, json!({"question": q, "k": 3}));

@@ -68,10 +68,14 @@ fn put(s: &Server, id: &str, bytes: Vec<u8>) -> (u16, Value) {
     )
 }
 
-#[test]
-fn swapping_under_load_loses_no_request() {
-    let a = start_with_admin(&[]);
-    let s = Arc::new(a.server);
+/// While `swaps` runs, 8 clients call `probe` without pause; it answers `Ok(true)` for the
+/// first version, `Ok(false)` for the second, or why the request failed. Returns how many
+/// answers each version gave; any failure fails the test.
+fn under_load(
+    s: &Arc<Server>,
+    probe: fn(&Server) -> Result<bool, String>,
+    swaps: impl FnOnce(),
+) -> (usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|_| {
@@ -79,36 +83,51 @@ fn swapping_under_load_loses_no_request() {
             std::thread::spawn(move || {
                 let (mut v1, mut v2, mut failures) = (0, 0, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
-                    match client().get(s.url("/p2/x")).send() {
-                        Ok(r) if r.status() == 200 => match r.text().unwrap_or_default() {
-                            t if t.starts_with("hello from p2 (v1)") => v1 += 1,
-                            t if t.starts_with("hello from p2 (v2)") => v2 += 1,
-                            t => failures.push(format!("unexpected body {t}")),
-                        },
-                        Ok(r) => failures.push(format!("status {}", r.status())),
-                        Err(e) => failures.push(format!("request failed: {e}")),
+                    match probe(&s) {
+                        Ok(true) => v1 += 1,
+                        Ok(false) => v2 += 1,
+                        Err(e) => failures.push(e),
                     }
                 }
                 (v1, v2, failures)
             })
         })
         .collect();
-    let builds = [v2(), v1()];
-    for i in 0..10 {
-        std::thread::sleep(Duration::from_millis(150));
-        let (st, v) = put(&s, "hello-p2", builds[i % 2].clone());
-        assert_eq!(st, 200, "swap {i}: {v}");
-    }
-    std::thread::sleep(Duration::from_millis(150));
+    swaps();
     stop.store(true, Ordering::Relaxed);
     let (mut v1, mut v2) = (0, 0);
     for c in clients {
         let (a, b, failures) = c.join().unwrap();
-        assert!(failures.is_empty(), "{failures:?}");
+        assert!(failures.is_empty(), "requests failed during swaps: {failures:?}");
         v1 += a;
         v2 += b;
     }
-    assert!(v1 > 0 && v2 > 0, "both versions must be seen: v1 {v1}, v2 {v2}");
+    assert!(v1 > 0 && v2 > 0, "both versions must answer: v1 {v1}, v2 {v2}");
+    (v1, v2)
+}
+
+#[test]
+fn swapping_under_load_loses_no_request() {
+    let a = start_with_admin(&[]);
+    let s = Arc::new(a.server);
+    let probe = |s: &Server| match client().get(s.url("/p2/x")).send() {
+        Ok(r) if r.status() == 200 => match r.text().unwrap_or_default() {
+            t if t.starts_with("hello from p2 (v1)") => Ok(true),
+            t if t.starts_with("hello from p2 (v2)") => Ok(false),
+            t => Err(format!("unexpected body {t}")),
+        },
+        Ok(r) => Err(format!("status {}", r.status())),
+        Err(e) => Err(format!("request failed: {e}")),
+    };
+    let builds = [v2(), v1()];
+    let (v1, v2) = under_load(&s, probe, || {
+        for i in 0..10 {
+            std::thread::sleep(Duration::from_millis(150));
+            let (st, v) = put(&s, "hello-p2", builds[i % 2].clone());
+            assert_eq!(st, 200, "swap {i}: {v}");
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    });
     eprintln!("answers during 10 swaps: v1 {v1}, v2 {v2}");
 }
 
@@ -329,46 +348,19 @@ fn swapping_a_model_under_load_loses_no_request() {
     let a = start_admin("spin.toml", &[]);
     let s = Arc::new(a.server);
     assert_eq!(best_match(&s).unwrap(), "array-clone");
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (s, stop) = (s.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut v1, mut v2, mut failures) = (0, 0, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match best_match(&s) {
-                        Ok(id) if id == "array-clone" => v1 += 1,
-                        Ok(id) if id == "array-remove-item" => v2 += 1,
-                        Ok(other) => failures.push(format!("unexpected match {other}")),
-                        Err(e) => failures.push(e),
-                    }
-                }
-                (v1, v2, failures)
-            })
-        })
-        .collect();
-    for i in 0..10 {
-        let bytes = if i % 2 == 0 {
-            permuted.clone()
-        } else {
-            original.clone()
-        };
-        let (st, v) = put_model(&s, "faq-javascript", bytes);
-        assert_eq!(st, 200, "{v}");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let (mut v1, mut v2) = (0, 0);
-    for c in clients {
-        let (a, b, failures) = c.join().unwrap();
-        assert!(
-            failures.is_empty(),
-            "requests failed during model swaps: {failures:?}"
-        );
-        v1 += a;
-        v2 += b;
-    }
-    assert!(v1 > 0 && v2 > 0, "both versions must answer: v1 {v1}, v2 {v2}");
+    let probe = |s: &Server| match best_match(s)?.as_str() {
+        "array-clone" => Ok(true),
+        "array-remove-item" => Ok(false),
+        other => Err(format!("unexpected match {other}")),
+    };
+    under_load(&s, probe, || {
+        for i in 0..10 {
+            let bytes = if i % 2 == 0 { &permuted } else { &original };
+            let (st, v) = put_model(&s, "faq-javascript", bytes.clone());
+            assert_eq!(st, 200, "{v}");
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
     // Ten swaps: the original is serving again.
     assert_eq!(best_match(&s).unwrap(), "array-clone");
 }
@@ -454,32 +446,7 @@ fn watch_reloads_a_model_whose_files_change() {
     for f in ["index.onnx", "entries.jsonl", "model.toml"] {
         std::fs::copy(root().join("models/faq-javascript").join(f), index.join(f)).unwrap();
     }
-    let manifest = tmp.path().join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "watch-models"
-[[trigger.scoria]]
-route = "/faq"
-component = "faq-match"
-[component.faq-match]
-source = "{wasm}"
-files = [
-    {{ source = "models/faq-javascript", destination = "/models/faq-javascript" }},
-    {{ source = "models/all-minilm-l6-v2", destination = "/models/all-minilm-l6-v2" }},
-]
-environment = {{ SCORIA_FAQ_INDEX = "faq-javascript" }}
-[component.faq-match.tool.scoria]
-models = ["all-minilm-l6-v2", "faq-javascript"]
-"#,
-            wasm = root()
-                .join("functions/target/wasm32-wasip2/release/faq_match.wasm")
-                .display()
-        ),
-    )
-    .unwrap();
+    let manifest = faq_manifest(tmp.path(), &models, "faq-javascript", "", "");
     let s = Server::start_with_models(
         manifest.to_str().unwrap(),
         &models,

@@ -6,10 +6,11 @@
 //! Prints one JSON object: per-stage p50s and total p50/p99 at concurrency 1, then
 //! throughput (images/s) at each concurrency given.
 
+mod support;
 use scoria::models::Repository;
 use scoria::nn::{LoadedModel, Tensor};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use vision::Preprocess;
 
 fn main() -> anyhow::Result<()> {
@@ -48,32 +49,18 @@ fn main() -> anyhow::Result<()> {
         inf.push(t[2]);
         tot.push(t[0] + t[1] + t[2]);
     }
-    let mut throughput = serde_json::Map::new();
-    for &c in &concurrency {
-        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let handles: Vec<_> = (0..c)
-            .map(|_| {
-                let (model, pre, photo) = (model.clone(), pre.clone(), photo.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        pipeline(&model, &pre, &photo).expect("pipeline");
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let start = Instant::now();
-        let n: u64 = handles.into_iter().map(|h| h.join().expect("worker")).sum();
-        throughput.insert(c.to_string(), (n as f64 / start.elapsed().as_secs_f64()).into());
-    }
+    let throughput = {
+        let (model, pre, photo) = (model.clone(), pre.clone(), photo.clone());
+        support::throughput(&concurrency, seconds, move || {
+            pipeline(&model, &pre, &photo).expect("pipeline");
+        })
+    };
     let out = serde_json::json!({
-        "decode_ms_p50": pct(&mut dec, 0.5),
-        "preprocess_ms_p50": pct(&mut prep, 0.5),
-        "inference_ms_p50": pct(&mut inf, 0.5),
-        "total_ms_p50": pct(&mut tot, 0.5),
-        "total_ms_p99": pct(&mut tot, 0.99),
+        "decode_ms_p50": support::pct(&mut dec, 0.5),
+        "preprocess_ms_p50": support::pct(&mut prep, 0.5),
+        "inference_ms_p50": support::pct(&mut inf, 0.5),
+        "total_ms_p50": support::pct(&mut tot, 0.5),
+        "total_ms_p99": support::pct(&mut tot, 0.99),
         "throughput": throughput,
     });
     println!("{out}");
@@ -105,9 +92,4 @@ fn pipeline(model: &LoadedModel, pre: &Preprocess, photo: &[u8]) -> anyhow::Resu
     let t3 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }

@@ -7,10 +7,11 @@
 //! Prints one JSON object: per-stage p50s and total p50/p99 at concurrency 1, then
 //! throughput (questions/s) at each concurrency given.
 
+mod support;
 use scoria::models::{DType, Repository};
 use scoria::nn::{LoadedModel, Tensor};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use text::{TextEncoder, TextPreprocess};
 
 struct Pipeline {
@@ -74,32 +75,18 @@ fn main() -> anyhow::Result<()> {
         mat.push(t[2]);
         tot.push(t[0] + t[1] + t[2]);
     }
-    let mut throughput = serde_json::Map::new();
-    for &c in &concurrency {
-        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let handles: Vec<_> = (0..c)
-            .map(|_| {
-                let (p, q) = (p.clone(), question.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        p.run(&q).expect("pipeline");
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let start = Instant::now();
-        let n: u64 = handles.into_iter().map(|h| h.join().expect("worker")).sum();
-        throughput.insert(c.to_string(), (n as f64 / start.elapsed().as_secs_f64()).into());
-    }
+    let throughput = {
+        let (p, q) = (p.clone(), question.clone());
+        support::throughput(&concurrency, seconds, move || {
+            p.run(&q).expect("pipeline");
+        })
+    };
     let out = serde_json::json!({
-        "tokenize_ms_p50": pct(&mut tok, 0.5),
-        "embed_ms_p50": pct(&mut emb, 0.5),
-        "match_ms_p50": pct(&mut mat, 0.5),
-        "total_ms_p50": pct(&mut tot, 0.5),
-        "total_ms_p99": pct(&mut tot, 0.99),
+        "tokenize_ms_p50": support::pct(&mut tok, 0.5),
+        "embed_ms_p50": support::pct(&mut emb, 0.5),
+        "match_ms_p50": support::pct(&mut mat, 0.5),
+        "total_ms_p50": support::pct(&mut tot, 0.5),
+        "total_ms_p99": support::pct(&mut tot, 0.99),
         "throughput": throughput,
     });
     println!("{out}");
@@ -131,9 +118,4 @@ impl Pipeline {
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
     }
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }

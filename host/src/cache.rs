@@ -121,3 +121,40 @@ mod tests {
         assert!(!again.cached);
     }
 }
+
+/// Cranelift's per-function cache, in memory: a rebuilt component whose functions mostly did
+/// not change compiles only the ones that did, so a hot swap after a small edit (or of the
+/// same code with new bytes) skips most of Cranelift. Cleared when it passes [`Self::LIMIT`].
+#[derive(Debug, Default)]
+pub struct FunctionCache {
+    entries: std::sync::Mutex<FunctionEntries>,
+}
+
+#[derive(Debug, Default)]
+struct FunctionEntries {
+    map: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl FunctionCache {
+    /// Most bytes kept; a few versions of the example functions take tens of MB.
+    pub const LIMIT: usize = 512 << 20;
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.map.get(key).map(|v| std::borrow::Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if e.bytes + key.len() + value.len() > Self::LIMIT {
+            e.map.clear();
+            e.bytes = 0;
+        }
+        e.bytes += key.len() + value.len();
+        e.map.insert(key.to_vec(), value);
+        true
+    }
+}

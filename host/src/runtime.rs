@@ -82,7 +82,8 @@ impl Runtime {
             // Zeroed stacks are also released to the OS when an instance ends, so a guest that
             // overflowed its stack leaves no resident pages behind in the pool.
             .async_stack_zeroing(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .enable_incremental_compilation(Arc::new(crate::cache::FunctionCache::default()))?;
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);

@@ -154,6 +154,39 @@ impl Drop for Server {
     }
 }
 
+/// Write `<dir>/spin.toml`: the faq-match function at `/faq`, matching against `index` in the
+/// model repository `models`, with `extra_env` (TOML key-value pairs) added to its
+/// environment and `extra` appended. Returns the manifest's path.
+pub fn faq_manifest(dir: &Path, models: &Path, index: &str, extra_env: &str, extra: &str) -> PathBuf {
+    let wasm = root().join("functions/target/wasm32-wasip2/release/faq_match.wasm");
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "faq-{index}"
+[[trigger.scoria]]
+route = "/faq"
+component = "faq-match"
+[component.faq-match]
+source = "{wasm}"
+files = [
+    {{ source = "{models}/{index}", destination = "/models/{index}" }},
+    {{ source = "{models}/all-minilm-l6-v2", destination = "/models/all-minilm-l6-v2" }},
+]
+environment = {{ SCORIA_FAQ_INDEX = "{index}"{extra_env} }}
+[component.faq-match.tool.scoria]
+models = ["all-minilm-l6-v2", "{index}"]
+{extra}"#,
+            wasm = wasm.display(),
+            models = models.display(),
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
 /// A port nothing listens on yet.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

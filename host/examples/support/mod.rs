@@ -1,0 +1,41 @@
+//! What the native benchmark baselines share: throughput at several concurrencies, and
+//! percentiles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Requests per second for each concurrency in `levels`: that many threads call `run` for
+/// `seconds`.
+pub fn throughput<F>(levels: &[usize], seconds: f64, run: F) -> serde_json::Map<String, serde_json::Value>
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let run = Arc::new(run);
+    let mut out = serde_json::Map::new();
+    for &c in levels {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let handles: Vec<_> = (0..c)
+            .map(|_| {
+                let run = run.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        run();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let n: u64 = handles.into_iter().map(|h| h.join().expect("worker")).sum();
+        out.insert(c.to_string(), (n as f64 / start.elapsed().as_secs_f64()).into());
+    }
+    out
+}
+
+/// The `q` quantile of `v` (sorted in place).
+pub fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
