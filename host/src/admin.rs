@@ -80,12 +80,9 @@ pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>
         (Method::GET, ["functions"]) => list(state),
         (Method::PUT, ["functions", id]) => {
             let id = id.to_string();
-            let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let msg = format!("cannot read the component (limit {MAX_COMPONENT_BYTES} bytes): {e}");
-                    return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg);
-                }
+            let bytes = match read_body(req, MAX_COMPONENT_BYTES, "component").await {
+                Ok(b) => b,
+                Err(r) => return r,
             };
             match state.deploy(&id, bytes).await {
                 Ok((new, old)) => {
@@ -98,12 +95,9 @@ pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>
         (Method::GET, ["models"]) => list_models(state),
         (Method::PUT, ["models", name]) => {
             let name = name.to_string();
-            let bytes = match Limited::new(req.into_body(), MAX_MODEL_BYTES).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let msg = format!("cannot read the model (limit {MAX_MODEL_BYTES} bytes): {e}");
-                    return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg);
-                }
+            let bytes = match read_body(req, MAX_MODEL_BYTES, "model").await {
+                Ok(b) => b,
+                Err(r) => return r,
             };
             match state.deploy_model(&name, bytes).await {
                 Ok((new, old)) => {
@@ -133,6 +127,17 @@ pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>
             "admin routes: GET /admin/functions, PUT /admin/functions/<id>, POST /admin/functions/<id>/rollback, \
              and the same under /admin/models/<name>",
         ),
+    }
+}
+
+/// The whole body of an upload, or the 413 answer for one over `limit`.
+async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<bytes::Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            let msg = format!("cannot read the {what} (limit {limit} bytes): {e}");
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg))
+        }
     }
 }
 
