@@ -369,7 +369,7 @@ pub fn embed_encoded(
 
 /// The ONNX graph `scores = query x matrix`, with `matrix` (`[dim, n]`, row-major) as a
 /// constant: matching becomes one more inference on whatever backend serves the model.
-fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
+pub(crate) fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
     use pb::tensor_proto::DataType;
     use pb::tensor_shape_proto::{Dimension, dimension::Value as Dim};
     let value = |name: &str, dims: Vec<Dim>| pb::ValueInfoProto {

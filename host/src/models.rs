@@ -103,6 +103,11 @@ pub struct ModelCard {
     /// Where the weights come from, and the script that produces them.
     pub source: String,
     pub licence: String,
+    /// Most compiled plans kept for this model, one per set of dynamic sizes (tract). Each
+    /// holds its own packed copy of the weights (about 45 MB for MiniLM), so this bounds
+    /// memory; the least recently used plan is dropped first. Default 16.
+    #[serde(default)]
+    pub max_plans: Option<usize>,
 }
 
 fn pretrained() -> String {

@@ -4,8 +4,9 @@
 //! picks much faster kernels when every shape is concrete (EfficientNet-Lite0: 41 ms per image
 //! against 240 ms with a symbolic batch), and some exporters' graphs (MiniLM's attention mask)
 //! only run with concrete shapes at all. So each distinct set of dynamic sizes gets its own
-//! optimised plan, built on first use and kept in a small cache; the plan with every dynamic
-//! dimension at 1 is built at load. Each `run` spawns its own state from a shared plan, so
+//! optimised plan, built on first use and kept in a small least-recently-used cache (each
+//! plan packs its own copy of the weights); the plan with every dynamic dimension at 1 is
+//! built at load. Each `run` spawns its own state from a shared plan, so
 //! concurrent requests on one model never wait for each other.
 
 use super::{Backend, ErrorKind, Graph, NnError, Tensor};
@@ -17,9 +18,10 @@ use tract_onnx::prelude::Tensor as TractTensor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid as _;
 
-/// How many concrete plans one model keeps: enough for every sequence length a text model
-/// sees in practice, bounded so that a stream of odd shapes cannot grow memory.
-const PLAN_CACHE: usize = 64;
+/// How many concrete plans one model keeps unless its card says (`max_plans`). Each plan
+/// holds its own packed copy of the weights, so this bounds memory: a stream of odd shapes
+/// evicts the least recently used plan instead of growing the process.
+const DEFAULT_MAX_PLANS: usize = 16;
 
 /// Loads ONNX models with tract.
 #[derive(Debug, Default)]
@@ -28,11 +30,12 @@ pub struct TractBackend;
 /// A plan being built or built; concurrent first uses of one shape wait for one build.
 type Slot = Arc<OnceLock<Result<Arc<TypedRunnableModel>, NnError>>>;
 
-/// Plans by dynamic sizes, and those sizes oldest first, for eviction.
+/// Plans by dynamic sizes, and those sizes least recently used first, for eviction.
 #[derive(Default)]
 struct PlanCache {
     slots: HashMap<Vec<u32>, Slot>,
     order: VecDeque<Vec<u32>>,
+    max: usize,
 }
 
 struct TractGraph {
@@ -52,6 +55,13 @@ impl Backend for TractBackend {
     }
 
     fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError> {
+        Ok(Arc::new(TractGraph::new(entry, bytes)?))
+    }
+}
+
+impl TractGraph {
+    /// Parse and type the graph, pinning its inputs to the card, and build the unit plan.
+    fn new(entry: &ModelEntry, bytes: &[u8]) -> Result<Self, NnError> {
         let card = &entry.card;
         if card.format != Format::Onnx {
             return Err(NnError::new(
@@ -97,25 +107,33 @@ impl Backend for TractBackend {
             name: card.name.clone(),
             typed,
             dynamic,
-            plans: Mutex::default(),
+            plans: Mutex::new(PlanCache {
+                max: card.max_plans.unwrap_or(DEFAULT_MAX_PLANS).max(1),
+                ..PlanCache::default()
+            }),
             output_types: card.outputs.iter().map(|o| o.dtype).collect(),
         };
         // Batch 1 (and length 1) is built now, so the common case never waits for a build.
         let unit = vec![1; graph.dynamic.len()];
         graph.plan(&unit)?;
-        Ok(Arc::new(graph))
+        Ok(graph)
     }
-}
 
-impl TractGraph {
     /// The plan for these dynamic sizes, built now if this is their first use.
     fn plan(&self, key: &[u32]) -> Result<Arc<TypedRunnableModel>, NnError> {
         let slot = {
             let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.slots.get(key) {
-                Some(slot) => slot.clone(),
+            match cache.slots.get(key).cloned() {
+                Some(slot) => {
+                    // Most recently used goes last.
+                    if let Some(i) = cache.order.iter().position(|k| k.as_slice() == key) {
+                        let k = cache.order.remove(i).unwrap_or_default();
+                        cache.order.push_back(k);
+                    }
+                    slot
+                }
                 None => {
-                    if cache.slots.len() >= PLAN_CACHE
+                    if cache.slots.len() >= cache.max
                         && let Some(old) = cache.order.pop_front()
                     {
                         cache.slots.remove(&old);
@@ -244,4 +262,69 @@ fn from_tract(t: &TractTensor, dtype: DType) -> Result<Tensor, NnError> {
 
 fn bytes<T: Datum + Copy, const N: usize>(t: &TractTensor, f: fn(T) -> [u8; N]) -> TractResult<Vec<u8>> {
     Ok(t.to_plain_array_view::<T>()?.iter().flat_map(|&v| f(v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ModelCard, TensorSpec};
+
+    fn graph(max_plans: usize) -> TractGraph {
+        // scores[b, 2] = query[b, 3] x matrix[3, 2], dynamic batch.
+        let bytes = crate::index::matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2);
+        let spec = |name: &str, shape: Vec<i64>| TensorSpec {
+            name: name.into(),
+            shape,
+            dtype: DType::F32,
+        };
+        let card = ModelCard {
+            name: "m".into(),
+            version: "1".into(),
+            format: Format::Onnx,
+            file: "m.onnx".into(),
+            sha256: String::new(),
+            weights: "generated".into(),
+            description: None,
+            inputs: vec![spec("query", vec![-1, 3])],
+            outputs: vec![spec("scores", vec![-1, 2])],
+            preprocess: None,
+            labels: None,
+            labels_sha256: None,
+            source: "test".into(),
+            licence: "test".into(),
+            max_plans: Some(max_plans),
+        };
+        let entry = ModelEntry {
+            card,
+            dir: std::path::PathBuf::new(),
+        };
+        TractGraph::new(&entry, &bytes).unwrap()
+    }
+
+    fn batch(n: u32) -> Vec<Tensor> {
+        let data = (0..n * 3).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        vec![Tensor {
+            dims: vec![n, 3],
+            dtype: DType::F32,
+            data,
+        }]
+    }
+
+    #[test]
+    fn plans_are_per_size_and_the_least_recently_used_goes_first() {
+        let g = graph(2);
+        // The unit plan (batch 1) is built at load.
+        for n in [2, 1, 3] {
+            let out = g.run(batch(n)).unwrap();
+            assert_eq!(out[0].dims, vec![n, 2]);
+            // Row r is (3r, 3r + 1, 3r + 2); the scores are its first two values.
+            let first = f32::from_le_bytes(out[0].data[..4].try_into().unwrap());
+            assert_eq!(first, 0.0);
+        }
+        let cache = g.plans.lock().unwrap();
+        let kept: Vec<_> = cache.order.iter().cloned().collect();
+        // 2 was used before 1's second use, so 3 evicted it.
+        assert_eq!(kept, vec![vec![1], vec![3]]);
+        assert_eq!(cache.slots.len(), 2);
+    }
 }
