@@ -43,14 +43,16 @@ def main():
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--bin-dir", required=True, help="folder holding scoria and examples/native_classify")
     ap.add_argument("--oha", required=True)
+    ap.add_argument("--backend", default="tract", choices=["tract", "onnxruntime", "auto"],
+                    help="for both sides: scoria up --backend, and the native baseline")
     a = ap.parse_args()
 
     native = json.loads(subprocess.run(
         [os.path.join(a.bin_dir, "examples", "native_classify"), os.path.join(ROOT, "models"), a.photo,
          str(a.requests), str(a.seconds), "2", "8"],
-        check=True, capture_output=True, text=True).stdout)
+        check=True, capture_output=True, text=True, env={**os.environ, "SCORIA_BACKEND": a.backend}).stdout)
 
-    with scoria_up(os.path.join(a.bin_dir, "scoria")) as base:
+    with scoria_up(os.path.join(a.bin_dir, "scoria"), extra=["--backend", a.backend]) as base:
         url = f"{base}/classify"
         run = lambda extra: oha(a.oha, url, a.photo, "image/png", extra)  # noqa: E731
         run(["-n", "20", "-c", "1"])  # warm-up

@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--bin-dir", required=True, help="folder holding scoria and examples/native_faq")
     ap.add_argument("--oha", required=True)
+    ap.add_argument("--backend", default="tract", choices=["tract", "onnxruntime", "auto"],
+                    help="for both sides: scoria up --backend, and the native baseline")
     a = ap.parse_args()
 
     body = json.dumps({"question": a.question}).encode()
@@ -52,7 +54,7 @@ def main():
         f.write(body)
         f.flush()
         # The server first: it (re)builds the index if the list changed.
-        with scoria_up(os.path.join(a.bin_dir, "scoria")) as base:
+        with scoria_up(os.path.join(a.bin_dir, "scoria"), extra=["--backend", a.backend]) as base:
             url = f"{base}/faq"
             run = lambda extra: oha(a.oha, url, f.name, "application/json", extra)  # noqa: E731
             run(["-n", "30", "-c", "1"])  # warm-up, and tract's plan for this length
@@ -62,7 +64,7 @@ def main():
     native = json.loads(subprocess.run(
         [os.path.join(a.bin_dir, "examples", "native_faq"), os.path.join(ROOT, "models"), "faq-javascript",
          a.question, str(a.requests), str(a.seconds), "2"],
-        check=True, capture_output=True, text=True).stdout)
+        check=True, capture_output=True, text=True, env={**os.environ, "SCORIA_BACKEND": a.backend}).stdout)
 
     p50 = c1["latencyPercentiles"]["p50"] * 1e3
     p99 = c1["latencyPercentiles"]["p99"] * 1e3

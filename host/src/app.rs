@@ -7,13 +7,15 @@ use crate::index;
 use crate::manifest::{IndexDecl, Manifest};
 use crate::metrics::Metrics;
 use crate::models::{ModelEntry, Repository};
+use crate::nn::onnxruntime::{Device, OnnxRuntime, library_path};
 use crate::nn::tract::TractBackend;
-use crate::nn::{Backend, LoadedModel, ModelRegistry};
+use crate::nn::{Backend, Graph, LoadedModel, ModelRegistry, Tensor};
 use crate::runtime::{Function, Limits, Runtime};
 use anyhow::Context as _;
 use sha2::Digest as _;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Load the models `manifest` names from `repo`, verifying each file's sha256 first.
@@ -74,24 +76,157 @@ pub fn load_model(repo: &Repository, name: &str) -> anyhow::Result<LoadedModel> 
     load_model_bytes(entry, &bytes)
 }
 
-/// Load `bytes` as the weights of the model `entry` describes (its card's tensors), with
-/// tract. Used at start-up and for hot swaps, which load beside the serving version.
+/// Which backend runs a model (`--backend`, or a card's `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// ONNX Runtime with CUDA on a GPU device; otherwise the faster of the two, measured at load.
+    Auto,
+    Tract,
+    OnnxRuntime,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tract" => Ok(Self::Tract),
+            "onnxruntime" => Ok(Self::OnnxRuntime),
+            other => Err(format!(
+                "backend `{other}` is not one of auto, tract, onnxruntime"
+            )),
+        }
+    }
+}
+
+/// The backends this process may use, set once at start-up by [`configure_backends`].
+struct Backends {
+    choice: BackendChoice,
+    device: Device,
+    /// ONNX Runtime, or why it is not available.
+    onnxruntime: Result<OnnxRuntime, String>,
+}
+
+static BACKENDS: OnceLock<Backends> = OnceLock::new();
+
+/// Choose the backends for every model this process loads: `choice` unless a card names one,
+/// on `device`, with ONNX Runtime's library looked up beside `project` (see
+/// [`crate::nn::onnxruntime::library_path`]). Without this call, models load with tract.
+pub fn configure_backends(choice: BackendChoice, device: Device, project: &Path) {
+    let needs_ort = choice != BackendChoice::Tract || device == Device::Gpu;
+    let onnxruntime = if needs_ort {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        OnnxRuntime::open(&library_path(project), device, cores).map_err(|e| e.message)
+    } else {
+        Err("not requested (--backend tract)".into())
+    };
+    if let Err(why) = &onnxruntime
+        && needs_ort
+    {
+        tracing::warn!(%why, "ONNX Runtime is unavailable; models load with tract");
+    }
+    let _ = BACKENDS.set(Backends {
+        choice,
+        device,
+        onnxruntime,
+    });
+}
+
+/// Load `bytes` as the weights of the model `entry` describes (its card's tensors), with the
+/// configured backend. Used at start-up and for hot swaps, which load beside the serving
+/// version.
 pub fn load_model_bytes(entry: ModelEntry, bytes: &[u8]) -> anyhow::Result<LoadedModel> {
-    let backend = TractBackend;
     let t = Instant::now();
     let name = entry.card.name.clone();
-    let graph = backend
-        .load_bytes(&entry, bytes)
-        .with_context(|| format!("loading model `{name}` with {}", backend.name()))?;
+    let (backend, graph, why) = pick_backend(&entry, bytes)?;
     let digest = hex::encode(sha2::Sha256::digest(bytes));
-    tracing::info!(model = %name, backend = backend.name(), digest = %&digest[..12], ms = t.elapsed().as_millis() as u64, "model loaded");
+    tracing::info!(model = %name, backend, %why, digest = %&digest[..12], ms = t.elapsed().as_millis() as u64, "model loaded");
     Ok(LoadedModel {
         entry,
-        backend: backend.name(),
+        backend,
         graph,
         digest,
         loaded_at: std::time::SystemTime::now(),
     })
+}
+
+/// The backend for one model, its graph, and why it was chosen (for the log).
+fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static str, Arc<dyn Graph>, String)> {
+    let name = &entry.card.name;
+    let tract = |why: String| -> anyhow::Result<_> {
+        let g = TractBackend
+            .load_bytes(entry, bytes)
+            .with_context(|| format!("loading model `{name}` with tract"))?;
+        Ok(("tract", g, why))
+    };
+    let Some(cfg) = BACKENDS.get() else {
+        return tract("default".into());
+    };
+    let choice = match entry.card.backend.as_deref() {
+        Some(b) => b
+            .parse::<BackendChoice>()
+            .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", entry.dir.join("model.toml").display()))?,
+        None => cfg.choice,
+    };
+    let ort = match (&cfg.onnxruntime, choice) {
+        (_, BackendChoice::Tract) => return tract("chosen".into()),
+        (Err(why), _) => return tract(format!("ONNX Runtime unavailable: {why}")),
+        (Ok(ort), _) => ort,
+    };
+    let ort_graph = ort
+        .load_bytes(entry, bytes)
+        .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
+    if choice == BackendChoice::OnnxRuntime || cfg.device == Device::Gpu {
+        return Ok(("onnxruntime", ort_graph, "chosen".into()));
+    }
+    // auto on CPU: time both on the same input and keep the faster.
+    let tract_graph = TractBackend
+        .load_bytes(entry, bytes)
+        .with_context(|| format!("loading model `{name}` with tract"))?;
+    let probe = probe_inputs(entry);
+    let time = |g: &Arc<dyn Graph>| -> anyhow::Result<f64> {
+        g.run(probe.clone())?;
+        let t = Instant::now();
+        for _ in 0..3 {
+            g.run(probe.clone())?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3 / 3.0)
+    };
+    let (ms_tract, ms_ort) = (time(&tract_graph)?, time(&ort_graph)?);
+    let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run");
+    Ok(if ms_ort < ms_tract {
+        ("onnxruntime", ort_graph, why)
+    } else {
+        ("tract", tract_graph, why)
+    })
+}
+
+/// Zeros of every input's type and shape, the first dynamic dimension (the batch) at 1 and
+/// the others at 16 (a sentence, for a text model).
+fn probe_inputs(entry: &ModelEntry) -> Vec<Tensor> {
+    entry
+        .card
+        .inputs
+        .iter()
+        .map(|spec| {
+            let mut first = true;
+            let dims: Vec<u32> = spec
+                .shape
+                .iter()
+                .map(|&d| match d {
+                    d if d >= 0 => d as u32,
+                    _ if std::mem::take(&mut first) => 1,
+                    _ => 16,
+                })
+                .collect();
+            let n: usize = dims.iter().map(|&d| d as usize).product();
+            Tensor {
+                data: vec![0; n * spec.dtype.size()],
+                dims,
+                dtype: spec.dtype,
+            }
+        })
+        .collect()
 }
 
 /// (Re)build the index `name` from its `index.toml`, loading its embedding model unless

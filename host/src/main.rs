@@ -36,6 +36,19 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -129,6 +142,14 @@ struct UpArgs {
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     #[arg(long, default_value_t = 25)]
     drain_timeout: u64,
+    /// Inference backend: `tract` (pure Rust, CPU), `onnxruntime`, or `auto`: ONNX Runtime
+    /// with CUDA on a GPU device, otherwise the faster of the two per model, measured at load.
+    /// A model's `backend` in model.toml wins.
+    #[arg(long, value_enum, default_value = "tract", env = "SCORIA_BACKEND")]
+    backend: BackendArg,
+    /// `gpu` runs ONNX Runtime models on CUDA (one GPU per process).
+    #[arg(long, value_enum, default_value = "cpu", env = "SCORIA_DEVICE")]
+    device: DeviceArg,
     /// File of API keys, one per line, optionally limited to some functions (see README).
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
@@ -310,6 +331,20 @@ fn plugin(locked_url: &str) -> anyhow::Result<()> {
 }
 
 fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
+    use scoria::app::BackendChoice;
+    use scoria::nn::onnxruntime::Device;
+    scoria::app::configure_backends(
+        match args.backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Tract => BackendChoice::Tract,
+            BackendArg::Onnxruntime => BackendChoice::OnnxRuntime,
+        },
+        match args.device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Gpu => Device::Gpu,
+        },
+        &manifest_dir(&args.manifest),
+    );
     let repo = Repository::new(
         args.models_dir
             .clone()

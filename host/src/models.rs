@@ -108,6 +108,9 @@ pub struct ModelCard {
     /// memory; the least recently used plan is dropped first. Default 16.
     #[serde(default)]
     pub max_plans: Option<usize>,
+    /// Optional: `tract` or `onnxruntime` for this model, whatever `--backend` says.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 fn pretrained() -> String {

@@ -8,6 +8,7 @@
 //! Tensors are validated against the card here, once, so that backends only ever see inputs
 //! of the declared names, types and shapes.
 
+pub mod onnxruntime;
 pub mod tract;
 pub mod wit;
 

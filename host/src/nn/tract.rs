@@ -293,6 +293,7 @@ mod tests {
             source: "test".into(),
             licence: "test".into(),
             max_plans: Some(max_plans),
+            backend: None,
         };
         let entry = ModelEntry {
             card,

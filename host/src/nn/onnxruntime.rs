@@ -1,0 +1,234 @@
+//! The ONNX Runtime backend, through the `ort` crate with the shared library loaded at run
+//! time (`load-dynamic`): the CPU execution provider everywhere, CUDA with `--device gpu`.
+//!
+//! The library comes from the PyPI wheel `onnxruntime` (`./dev setup` extracts it into
+//! `.cache/onnxruntime/`); `ORT_DYLIB_PATH` overrides where it is looked for. When it is
+//! missing, [`OnnxRuntime::open`] says so and how to fix it, and the host keeps serving
+//! with tract.
+//!
+//! `ort` runs a session through `&mut`, so each model holds a small pool of sessions (one per
+//! inference thread): concurrent computes on one model overlap instead of queueing on a lock.
+
+use super::{Backend, ErrorKind, Graph, NnError, Tensor};
+use crate::models::{DType, Format, ModelEntry};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, Tensor as OrtTensor};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+/// Where the host runs models: `gpu` asks for the CUDA execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// ONNX Runtime, once its shared library is loaded.
+#[derive(Debug)]
+pub struct OnnxRuntime {
+    env: Arc<ort::environment::Environment>,
+    device: Device,
+    sessions: usize,
+}
+
+/// The library's location: `ORT_DYLIB_PATH`, else `<project>/.cache/onnxruntime/`.
+pub fn library_path(project: &Path) -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) => PathBuf::from(p),
+        None => project.join(".cache/onnxruntime/libonnxruntime.so"),
+    }
+}
+
+impl OnnxRuntime {
+    /// Load the shared library at `lib` (once per process) and make an environment.
+    pub fn open(lib: &Path, device: Device, sessions: usize) -> Result<Self, NnError> {
+        static ENV: OnceLock<Result<Arc<ort::environment::Environment>, String>> = OnceLock::new();
+        let env = ENV
+            .get_or_init(|| {
+                if !lib.is_file() {
+                    return Err(format!(
+                        "the ONNX Runtime library is missing: no {}; fix: run `./dev setup` (it extracts it from the \
+                         PyPI wheel `onnxruntime`) or set ORT_DYLIB_PATH to a libonnxruntime.so",
+                        lib.display()
+                    ));
+                }
+                ort::init_from(lib)
+                    .map_err(|e| format!("cannot load the ONNX Runtime library {}: {e}", lib.display()))?
+                    .with_name("scoria")
+                    .build()
+                    .map(Arc::new)
+                    .map_err(|e| format!("ONNX Runtime did not start: {e}"))
+            })
+            .clone()
+            .map_err(|m| NnError::new(ErrorKind::NotFound, m))?;
+        Ok(Self {
+            env,
+            device,
+            sessions: sessions.max(1),
+        })
+    }
+}
+
+struct OrtGraph {
+    /// Idle sessions; a compute takes one and gives it back.
+    idle: Mutex<Vec<Session>>,
+    returned: Condvar,
+    inputs: Vec<String>,
+    outputs: Vec<(String, DType)>,
+}
+
+impl Backend for OnnxRuntime {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError> {
+        let card = &entry.card;
+        if card.format != Format::Onnx {
+            return Err(NnError::new(
+                ErrorKind::InvalidEncoding,
+                format!("ONNX Runtime cannot load {:?}", card.format),
+            ));
+        }
+        let fail = |e: String| NnError::new(ErrorKind::RuntimeError, format!("{}: {e}", card.name));
+        let mut idle = Vec::new();
+        for _ in 0..self.sessions {
+            let mut builder = Session::builder(&self.env)
+                .and_then(|b| {
+                    b.with_optimization_level(GraphOptimizationLevel::All)
+                        .map_err(Into::into)
+                })
+                .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+                .map_err(|e: ort::Error| fail(e.to_string()))?;
+            if self.device == Device::Gpu {
+                builder = builder
+                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .map_err(|e| fail(format!("the CUDA execution provider is not available: {e}")))?;
+            }
+            let session = builder
+                .commit_from_memory(bytes)
+                .map_err(|e| fail(e.to_string()))?;
+            // The card is the contract: the graph must have the tensors it names.
+            let has = |names: Vec<&str>, want: &str| names.contains(&want);
+            for spec in &card.inputs {
+                if !has(session.inputs().iter().map(|i| i.name()).collect(), &spec.name) {
+                    return Err(fail(format!(
+                        "the graph has no input `{}` named in model.toml",
+                        spec.name
+                    )));
+                }
+            }
+            for spec in &card.outputs {
+                if !has(session.outputs().iter().map(|o| o.name()).collect(), &spec.name) {
+                    return Err(fail(format!(
+                        "the graph has no output `{}` named in model.toml",
+                        spec.name
+                    )));
+                }
+            }
+            idle.push(session);
+        }
+        Ok(Arc::new(OrtGraph {
+            idle: Mutex::new(idle),
+            returned: Condvar::new(),
+            inputs: card.inputs.iter().map(|i| i.name.clone()).collect(),
+            outputs: card.outputs.iter().map(|o| (o.name.clone(), o.dtype)).collect(),
+        }))
+    }
+}
+
+impl Graph for OrtGraph {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+        let values = inputs
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(t, name)| Ok((name.clone(), to_ort(t)?)))
+            .collect::<Result<Vec<(String, DynValue)>, NnError>>()?;
+        let mut session = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(s) = idle.pop() {
+                    break s;
+                }
+                idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let result = run(&mut session, values, &self.outputs);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+        self.returned.notify_one();
+        result
+    }
+}
+
+fn run(
+    session: &mut Session,
+    inputs: Vec<(String, DynValue)>,
+    outputs: &[(String, DType)],
+) -> Result<Vec<Tensor>, NnError> {
+    let err = |e: ort::Error| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}"));
+    let out = session.run(inputs).map_err(err)?;
+    outputs
+        .iter()
+        .map(|(name, dtype)| {
+            let v = out.get(name.as_str()).ok_or_else(|| {
+                NnError::new(
+                    ErrorKind::RuntimeError,
+                    format!("onnxruntime: no output `{name}`"),
+                )
+            })?;
+            from_ort(v, *dtype).map_err(err)
+        })
+        .collect()
+}
+
+fn to_ort(t: Tensor) -> Result<DynValue, NnError> {
+    let shape: Vec<i64> = t.dims.iter().map(|&d| i64::from(d)).collect();
+    fn le<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+        b.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+            .collect()
+    }
+    let bad = |e: ort::Error| NnError::new(ErrorKind::InvalidArgument, format!("onnxruntime: {e}"));
+    Ok(match t.dtype {
+        DType::F32 => OrtTensor::from_array((shape, le(&t.data, f32::from_le_bytes)))
+            .map_err(bad)?
+            .into_dyn(),
+        DType::F64 => OrtTensor::from_array((shape, le(&t.data, f64::from_le_bytes)))
+            .map_err(bad)?
+            .into_dyn(),
+        DType::I32 => OrtTensor::from_array((shape, le(&t.data, i32::from_le_bytes)))
+            .map_err(bad)?
+            .into_dyn(),
+        DType::I64 => OrtTensor::from_array((shape, le(&t.data, i64::from_le_bytes)))
+            .map_err(bad)?
+            .into_dyn(),
+        DType::U8 => OrtTensor::from_array((shape, t.data)).map_err(bad)?.into_dyn(),
+        other => {
+            return Err(NnError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("onnxruntime backend: {other:?} tensors"),
+            ));
+        }
+    })
+}
+
+fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
+    fn pack<T: ort::value::PrimitiveTensorElementType + Copy, const N: usize>(
+        v: &DynValue,
+        f: fn(T) -> [u8; N],
+    ) -> Result<(Vec<u32>, Vec<u8>), ort::Error> {
+        let (shape, data) = v.try_extract_tensor::<T>()?;
+        let dims = shape.iter().map(|&d| d as u32).collect();
+        Ok((dims, data.iter().flat_map(|&x| f(x)).collect()))
+    }
+    let (dims, data) = match dtype {
+        DType::F32 => pack(v, f32::to_le_bytes)?,
+        DType::F64 => pack(v, f64::to_le_bytes)?,
+        DType::I32 => pack(v, i32::to_le_bytes)?,
+        DType::I64 => pack(v, i64::to_le_bytes)?,
+        DType::U8 => pack(v, |x: u8| [x])?,
+        other => return Err(ort::Error::new(format!("{other:?} outputs are not supported"))),
+    };
+    Ok(Tensor { dims, dtype, data })
+}

@@ -1,0 +1,111 @@
+//! The ONNX Runtime backend end to end: the same photos give the same top five as tract
+//! with scores within 1e-3, text models with a dynamic sequence length run on it, `auto`
+//! measures both, and a missing library is reported while tract keeps serving.
+//!
+//! Needs what `./dev setup` produces, including `.cache/onnxruntime/libonnxruntime.so` (from
+//! the PyPI wheel `onnxruntime`).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+fn start(backend: &str, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
+    cmd.current_dir(root())
+        .args(["up", "--manifest", "spin.toml", "--backend", backend, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied());
+    Server::spawn(cmd, port)
+}
+
+fn predictions(v: &Value) -> Vec<(String, f64)> {
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["label"].as_str().unwrap().to_string(),
+                p["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_photos_give_the_same_top_five_as_tract() {
+    let tract = start("tract", &[]);
+    let ort = start("onnxruntime", &[]);
+    assert!(
+        ort.log()
+            .contains("model=efficientnet-lite0 backend=\"onnxruntime\""),
+        "{}",
+        ort.log()
+    );
+    for photo_name in ["chelsea.png", "coffee.png", "rocket.jpg", "grace_hopper.jpg"] {
+        let ct = if photo_name.ends_with(".png") {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let (s1, a) = tract.post("/classify", ct, photo(photo_name));
+        let (s2, b) = ort.post("/classify", ct, photo(photo_name));
+        assert_eq!((s1, s2), (200, 200), "{a} {b}");
+        let (a, b) = (predictions(&a), predictions(&b));
+        let labels = |p: &[(String, f64)]| p.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+        assert_eq!(labels(&a), labels(&b), "{photo_name}");
+        for ((label, x), (_, y)) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() < 1e-3,
+                "{photo_name} {label}: tract {x}, onnxruntime {y}"
+            );
+        }
+    }
+    // A text model with a dynamic sequence length, and the FAQ index, on ONNX Runtime.
+    let (status, v) = ort.post(
+        "/faq",
+        "application/json",
+        br#"{"question": "how do I get rid of repeated values in a list"}"#.to_vec(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["matches"][0]["id"], "array-dedupe", "{v}");
+}
+
+#[test]
+fn auto_measures_both_backends_and_says_which_it_chose() {
+    let s = start("auto", &[]);
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("model=efficientnet-lite0") && l.contains("model loaded"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("auto: tract") && line.contains("onnxruntime"),
+        "{line}"
+    );
+    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{v}");
+}
+
+#[test]
+fn a_missing_library_is_reported_and_tract_keeps_serving() {
+    let s = start(
+        "onnxruntime",
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    let log = s.log();
+    assert!(
+        log.contains("the ONNX Runtime library is missing") && log.contains("./dev setup"),
+        "{log}"
+    );
+    assert!(
+        log.contains("model=efficientnet-lite0 backend=\"tract\""),
+        "{log}"
+    );
+    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{v}");
+    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+}
