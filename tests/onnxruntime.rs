@@ -109,3 +109,18 @@ fn a_missing_library_is_reported_and_tract_keeps_serving() {
     assert_eq!(status, 200, "{v}");
     assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
 }
+
+#[test]
+fn device_gpu_without_cuda_fails_clearly() {
+    // This machine's ONNX Runtime is the CPU build: asking for CUDA must stop the host with
+    // the reason, not serve a GPU pod's models on its CPU.
+    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args(["up", "--manifest", "spin.toml", "--device", "gpu", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CUDA"), "{err}");
+}

@@ -166,10 +166,16 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
         Some(b) => b
             .parse::<BackendChoice>()
             .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", entry.dir.join("model.toml").display()))?,
+        // A GPU pod has the GPU: every model not pinned to tract runs on CUDA.
+        None if cfg.device == Device::Gpu => BackendChoice::OnnxRuntime,
         None => cfg.choice,
     };
     let ort = match (&cfg.onnxruntime, choice) {
         (_, BackendChoice::Tract) => return tract("chosen".into()),
+        // Quietly serving a GPU pod's models on its CPU would hide the misconfiguration.
+        (Err(why), _) if cfg.device == Device::Gpu => {
+            anyhow::bail!("model `{name}`: --device gpu needs ONNX Runtime with CUDA: {why}")
+        }
         (Err(why), _) => return tract(format!("ONNX Runtime unavailable: {why}")),
         (Ok(ort), _) => ort,
     };
