@@ -111,6 +111,24 @@ pub struct ModelCard {
     /// Optional: `tract` or `onnxruntime` for this model, whatever `--backend` says.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Optional ONNX Runtime session settings for this model.
+    #[serde(default)]
+    pub onnxruntime: OrtOptions,
+}
+
+/// `[onnxruntime]` in `model.toml`: how this model's ONNX Runtime sessions are built.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrtOptions {
+    /// Threads one compute may use (default 1: concurrency comes from several sessions).
+    #[serde(default)]
+    pub intra_threads: Option<usize>,
+    /// Graph optimisation: `disable`, `basic`, `extended` or `all` (default).
+    #[serde(default)]
+    pub optimization: Option<String>,
+    /// Sessions, i.e. computes of this model that run at once (default: one per core).
+    #[serde(default)]
+    pub sessions: Option<usize>,
 }
 
 fn pretrained() -> String {

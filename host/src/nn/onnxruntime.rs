@@ -7,7 +7,8 @@
 //! with tract.
 //!
 //! `ort` runs a session through `&mut`, so each model holds a small pool of sessions (one per
-//! inference thread): concurrent computes on one model overlap instead of queueing on a lock.
+//! inference thread unless its card's `[onnxruntime] sessions` says otherwise): concurrent
+//! computes on one model overlap instead of queueing on a lock.
 
 use super::{Backend, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
@@ -92,14 +93,28 @@ impl Backend for OnnxRuntime {
             ));
         }
         let fail = |e: String| NnError::new(ErrorKind::RuntimeError, format!("{}: {e}", card.name));
+        let opts = &card.onnxruntime;
+        let level = match opts.optimization.as_deref().unwrap_or("all") {
+            "disable" => GraphOptimizationLevel::Disable,
+            "basic" => GraphOptimizationLevel::Level1,
+            "extended" => GraphOptimizationLevel::Level2,
+            "all" => GraphOptimizationLevel::All,
+            other => {
+                return Err(NnError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{}: [onnxruntime] optimization = \"{other}\" is not one of disable, basic, extended, all",
+                        entry.dir.join("model.toml").display()
+                    ),
+                ));
+            }
+        };
+        let intra = opts.intra_threads.unwrap_or(1).max(1);
         let mut idle = Vec::new();
-        for _ in 0..self.sessions {
+        for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
             let mut builder = Session::builder(&self.env)
-                .and_then(|b| {
-                    b.with_optimization_level(GraphOptimizationLevel::All)
-                        .map_err(Into::into)
-                })
-                .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+                .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
+                .and_then(|b| b.with_intra_threads(intra).map_err(Into::into))
                 .map_err(|e: ort::Error| fail(e.to_string()))?;
             if self.device == Device::Gpu {
                 builder = builder

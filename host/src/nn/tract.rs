@@ -294,6 +294,7 @@ mod tests {
             licence: "test".into(),
             max_plans: Some(max_plans),
             backend: None,
+            onnxruntime: Default::default(),
         };
         let entry = ModelEntry {
             card,
