@@ -56,16 +56,21 @@ fn start_admin(manifest: &str, extra: &[&str]) -> Admin {
     }
 }
 
-fn put(s: &Server, id: &str, bytes: Vec<u8>) -> (u16, Value) {
+/// `PUT` `bytes` to an admin path with the token.
+fn upload(s: &Server, path: &str, content_type: &str, bytes: Vec<u8>) -> (u16, Value) {
     parse(
         client()
-            .put(s.url(&format!("/admin/functions/{id}")))
+            .put(s.url(path))
             .bearer_auth(TOKEN)
-            .header("content-type", "application/wasm")
+            .header("content-type", content_type)
             .body(bytes)
             .send()
             .unwrap(),
     )
+}
+
+fn put(s: &Server, id: &str, bytes: Vec<u8>) -> (u16, Value) {
+    upload(s, &format!("/admin/functions/{id}"), "application/wasm", bytes)
 }
 
 /// While `swaps` runs, 8 clients call `probe` without pause; it answers `Ok(true)` for the
@@ -331,14 +336,11 @@ fn best_match(s: &Server) -> Result<String, String> {
 }
 
 fn put_model(s: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    parse(
-        client()
-            .put(s.url(&format!("/admin/models/{name}")))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .unwrap(),
+    upload(
+        s,
+        &format!("/admin/models/{name}"),
+        "application/octet-stream",
+        bytes,
     )
 }
 

@@ -19,15 +19,7 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 5,
         "usage: native_classify <models-dir> <photo> <iterations> <seconds> <c>..."
     );
-    // The same backend as the server it is compared with (SCORIA_BACKEND, default tract).
-    let backend = std::env::var("SCORIA_BACKEND").unwrap_or_else(|_| "tract".into());
-    scoria::app::configure_backends(
-        backend.parse().map_err(anyhow::Error::msg)?,
-        scoria::nn::onnxruntime::Device::Cpu,
-        std::path::Path::new(&args[1])
-            .parent()
-            .unwrap_or(std::path::Path::new(".")),
-    );
+    support::configure_backend(&args[1])?;
     let entry = Repository::new(&args[1]).get("efficientnet-lite0")?;
     let photo = std::fs::read(&args[2])?;
     let iterations: usize = args[3].parse()?;

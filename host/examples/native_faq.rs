@@ -27,15 +27,7 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 6,
         "usage: native_faq <models-dir> <index> <question> <iterations> <seconds> <c>..."
     );
-    // The same backend as the server it is compared with (SCORIA_BACKEND, default tract).
-    let backend = std::env::var("SCORIA_BACKEND").unwrap_or_else(|_| "tract".into());
-    scoria::app::configure_backends(
-        backend.parse().map_err(anyhow::Error::msg)?,
-        scoria::nn::onnxruntime::Device::Cpu,
-        std::path::Path::new(&args[1])
-            .parent()
-            .unwrap_or(std::path::Path::new(".")),
-    );
+    support::configure_backend(&args[1])?;
     let repo = Repository::new(&args[1]);
     let question = args[3].clone();
     let iterations: usize = args[4].parse()?;

@@ -70,10 +70,10 @@ pub fn declare_index(repo: &Repository, name: &str, decl: &IndexDecl) -> anyhow:
 /// Check one model's files and load it with tract.
 pub fn load_model(repo: &Repository, name: &str) -> anyhow::Result<LoadedModel> {
     let entry = repo.get(name)?;
-    entry.check()?;
-    let bytes = std::fs::read(entry.weights_path())
-        .with_context(|| format!("reading {}", entry.weights_path().display()))?;
-    load_model_bytes(entry, &bytes)
+    let bytes = entry.read_checked()?;
+    // Verified: the weights' digest is the card's.
+    let digest = entry.card.sha256.to_ascii_lowercase();
+    load_graph(entry, &bytes, digest)
 }
 
 /// Which backend runs a model (`--backend`, or a card's `backend`).
@@ -136,10 +136,15 @@ pub fn configure_backends(choice: BackendChoice, device: Device, project: &Path)
 /// configured backend. Used at start-up and for hot swaps, which load beside the serving
 /// version.
 pub fn load_model_bytes(entry: ModelEntry, bytes: &[u8]) -> anyhow::Result<LoadedModel> {
+    let digest = hex::encode(sha2::Sha256::digest(bytes));
+    load_graph(entry, bytes, digest)
+}
+
+/// Load weights whose sha256 is `digest` on the backend [`pick_backend`] chooses.
+fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result<LoadedModel> {
     let t = Instant::now();
     let name = entry.card.name.clone();
     let (backend, graph, why) = pick_backend(&entry, bytes)?;
-    let digest = hex::encode(sha2::Sha256::digest(bytes));
     tracing::info!(model = %name, backend, %why, digest = %&digest[..12], ms = t.elapsed().as_millis() as u64, "model loaded");
     Ok(LoadedModel {
         entry,
@@ -157,7 +162,7 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
         let g = TractBackend
             .load_bytes(entry, bytes)
             .with_context(|| format!("loading model `{name}` with tract"))?;
-        Ok(("tract", g, why))
+        Ok((TractBackend.name(), g, why))
     };
     let Some(cfg) = BACKENDS.get() else {
         return tract("default".into());
@@ -183,7 +188,7 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
         .load_bytes(entry, bytes)
         .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
     if choice == BackendChoice::OnnxRuntime || cfg.device == Device::Gpu {
-        return Ok(("onnxruntime", ort_graph, "chosen".into()));
+        return Ok((ort.name(), ort_graph, "chosen".into()));
     }
     // auto on CPU: time both on the same input and keep the faster.
     let tract_graph = TractBackend
@@ -201,9 +206,9 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
     let (ms_tract, ms_ort) = (time(&tract_graph)?, time(&ort_graph)?);
     let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run");
     Ok(if ms_ort < ms_tract {
-        ("onnxruntime", ort_graph, why)
+        (ort.name(), ort_graph, why)
     } else {
-        ("tract", tract_graph, why)
+        (TractBackend.name(), tract_graph, why)
     })
 }
 

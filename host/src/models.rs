@@ -194,17 +194,38 @@ impl ModelEntry {
     pub fn check(&self) -> Result<(), ModelError> {
         for (file, expected) in self.files() {
             let actual = sha256_file(&file)?;
-            if let Some(expected) = expected
-                && !actual.eq_ignore_ascii_case(expected)
-            {
-                return Err(ModelError::Digest {
-                    file,
-                    expected: expected.to_string(),
-                    actual,
-                });
-            }
+            matches(file, expected, actual)?;
         }
         Ok(())
+    }
+
+    /// The weights, read once and verified against the card's sha256 (as the other files
+    /// are), for loading: a half-copied or swapped file never reaches a backend.
+    pub fn read_checked(&self) -> Result<Vec<u8>, ModelError> {
+        let mut files = self.files().into_iter();
+        let (weights, expected) = files.next().expect("files() starts with the weights");
+        let bytes = std::fs::read(&weights).map_err(|source| ModelError::Read {
+            file: weights.clone(),
+            source,
+        })?;
+        matches(weights, expected, hex::encode(Sha256::digest(&bytes)))?;
+        for (file, expected) in files {
+            let actual = sha256_file(&file)?;
+            matches(file, expected, actual)?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// `actual` agrees with the card's `expected` digest, if it gives one.
+fn matches(file: PathBuf, expected: Option<&str>, actual: String) -> Result<(), ModelError> {
+    match expected {
+        Some(expected) if !actual.eq_ignore_ascii_case(expected) => Err(ModelError::Digest {
+            file,
+            expected: expected.to_string(),
+            actual,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -112,8 +112,9 @@ async fn reload_component(state: &AppState, id: &str, path: &Path) {
 /// Reload a model from its folder: the card must parse and the weights match its sha256
 /// (a half-copied file does not), and the new version loads beside the serving one.
 async fn reload_model(state: &AppState, name: &str, dir: &Path, serving: &str) {
-    let entry = match ModelEntry::load(dir).and_then(|e| e.check().map(|()| e)) {
-        Ok(e) => e,
+    let loaded = ModelEntry::load(dir).and_then(|e| e.read_checked().map(|bytes| (e, bytes)));
+    let (entry, bytes) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             tracing::warn!(model = %name, error = %e, "change not loaded; the previous version keeps serving");
             return;
@@ -122,13 +123,6 @@ async fn reload_model(state: &AppState, name: &str, dir: &Path, serving: &str) {
     if entry.card.sha256.eq_ignore_ascii_case(serving) {
         return;
     }
-    let bytes = match tokio::fs::read(entry.weights_path()).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(model = %name, error = %e, "change not loaded; the previous version keeps serving");
-            return;
-        }
-    };
     match state.deploy_model_entry(entry, bytes.into()).await {
         Ok((new, _)) => {
             tracing::info!(model = %name, digest = %&new.digest[..12], "model reloaded from disk")

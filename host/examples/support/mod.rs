@@ -1,5 +1,5 @@
-//! What the native benchmark baselines share: throughput at several concurrencies, and
-//! percentiles.
+//! What the native benchmark baselines share: the backend, throughput at several
+//! concurrencies, and percentiles.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,4 +38,18 @@ where
 pub fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Load models on the backend the compared server uses (`SCORIA_BACKEND`, default tract),
+/// with ONNX Runtime's library looked up beside the model repository `models_dir`.
+pub fn configure_backend(models_dir: &str) -> anyhow::Result<()> {
+    let backend = std::env::var("SCORIA_BACKEND").unwrap_or_else(|_| "tract".into());
+    scoria::app::configure_backends(
+        backend.parse().map_err(anyhow::Error::msg)?,
+        scoria::nn::onnxruntime::Device::Cpu,
+        std::path::Path::new(models_dir)
+            .parent()
+            .unwrap_or(std::path::Path::new(".")),
+    );
+    Ok(())
 }

@@ -63,14 +63,8 @@ pub trait Graph: Send + Sync {
 pub trait Backend: Send + Sync {
     /// Short name for logs and `scoria models list`.
     fn name(&self) -> &'static str;
-    /// Load the model described by `entry` from its weights file.
-    fn load(&self, entry: &ModelEntry) -> Result<Arc<dyn Graph>, NnError> {
-        let path = entry.weights_path();
-        let bytes = std::fs::read(&path)
-            .map_err(|e| NnError::new(ErrorKind::NotFound, format!("{}: {e}", path.display())))?;
-        self.load_bytes(entry, &bytes)
-    }
-    /// Load weights given as bytes (a hot swap) as the model `entry`'s card describes.
+    /// Load weights (read and verified by the caller, or uploaded for a hot swap) as the
+    /// model `entry`'s card describes.
     fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError>;
 }
 
