@@ -50,6 +50,7 @@ fn classifies_real_photos() {
         let (status, v) = s.post("/classify", ct, photo(file));
         assert_eq!(status, 200, "{file}: {v}");
         assert_eq!(v["model"], "efficientnet-lite0");
+        assert_eq!(v["weights"], "pretrained", "{v}");
         let top = labels(&v);
         assert_eq!(top.len(), 5, "{v}");
         assert!(

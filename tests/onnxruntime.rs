@@ -75,6 +75,33 @@ fn the_same_photos_give_the_same_top_five_as_tract() {
 }
 
 #[test]
+fn resnet152_is_served_the_same_by_both_backends_and_labelled_random() {
+    let serve = |backend: &str| {
+        Server::start(
+            "spin-resnet152.toml",
+            &["--backend", backend, "--batching", "off"],
+        )
+    };
+    let (tract, ort) = (serve("tract"), serve("onnxruntime"));
+    let (s1, a) = tract.post("/classify", "image/png", photo("chelsea.png"));
+    let (s2, b) = ort.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!((s1, s2), (200, 200), "{a} {b}");
+    for v in [&a, &b] {
+        assert_eq!(v["model"], "resnet152", "{v}");
+        assert_eq!(
+            v["weights"], "random",
+            "answers must say the weights are random: {v}"
+        );
+    }
+    let (a, b) = (predictions(&a), predictions(&b));
+    let indexes = |p: &[(String, f64)]| p.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+    assert_eq!(indexes(&a), indexes(&b));
+    for ((label, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-3, "{label}: tract {x}, onnxruntime {y}");
+    }
+}
+
+#[test]
 fn auto_measures_both_backends_and_says_which_it_chose() {
     let s = start("auto", &[]);
     let log = s.log();

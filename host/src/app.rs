@@ -7,6 +7,7 @@ use crate::index;
 use crate::manifest::{IndexDecl, Manifest};
 use crate::metrics::Metrics;
 use crate::models::{ModelEntry, Repository};
+use crate::nn::batch::{BatchPolicy, Batcher};
 use crate::nn::onnxruntime::{Device, OnnxRuntime, library_path};
 use crate::nn::tract::TractBackend;
 use crate::nn::{Backend, Graph, LoadedModel, ModelRegistry, Tensor};
@@ -16,7 +17,7 @@ use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Load the models `manifest` names from `repo`, verifying each file's sha256 first.
 ///
@@ -99,10 +100,22 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
+/// `scoria up --batching`: whether models are batched, whatever their cards say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batching {
+    /// Each card's `[batching] enabled`, else on for models on a GPU and off on CPU.
+    #[default]
+    Auto,
+    /// Every model whose batch dimension is dynamic.
+    On,
+    Off,
+}
+
 /// The backends this process may use, set once at start-up by [`configure_backends`].
 struct Backends {
     choice: BackendChoice,
     device: Device,
+    batching: Batching,
     /// ONNX Runtime, or why it is not available.
     onnxruntime: Result<OnnxRuntime, String>,
 }
@@ -112,7 +125,7 @@ static BACKENDS: OnceLock<Backends> = OnceLock::new();
 /// Choose the backends for every model this process loads: `choice` unless a card names one,
 /// on `device`, with ONNX Runtime's library looked up beside `project` (see
 /// [`crate::nn::onnxruntime::library_path`]). Without this call, models load with tract.
-pub fn configure_backends(choice: BackendChoice, device: Device, project: &Path) {
+pub fn configure_backends(choice: BackendChoice, device: Device, batching: Batching, project: &Path) {
     let needs_ort = choice != BackendChoice::Tract || device == Device::Gpu;
     let onnxruntime = if needs_ort {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -128,6 +141,7 @@ pub fn configure_backends(choice: BackendChoice, device: Device, project: &Path)
     let _ = BACKENDS.set(Backends {
         choice,
         device,
+        batching,
         onnxruntime,
     });
 }
@@ -145,14 +159,85 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     let t = Instant::now();
     let name = entry.card.name.clone();
     let (backend, graph, why) = pick_backend(&entry, bytes)?;
-    tracing::info!(model = %name, backend, %why, digest = %&digest[..12], ms = t.elapsed().as_millis() as u64, "model loaded");
+    let on_gpu = backend == "onnxruntime" && BACKENDS.get().is_some_and(|b| b.device == Device::Gpu);
+    let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
+    let batcher = match batch_policy(&entry, on_gpu, batching)? {
+        Some(policy) => Some(Batcher::start(&name, graph.clone(), policy)?),
+        None => None,
+    };
+    let batch = batcher.as_ref().map(|b| {
+        let p = b.policy();
+        format!(
+            "max {} items, {:?} delay, {} workers",
+            p.max_batch, p.max_queue_delay, p.workers
+        )
+    });
+    tracing::info!(
+        model = %name,
+        backend,
+        %why,
+        batching = batch.as_deref().unwrap_or("off"),
+        digest = %&digest[..12],
+        ms = t.elapsed().as_millis() as u64,
+        "model loaded"
+    );
     Ok(LoadedModel {
         entry,
         backend,
         graph,
         digest,
         loaded_at: std::time::SystemTime::now(),
+        batcher,
     })
+}
+
+/// Whether and how `entry` is batched: `--batching`, else its card, else on for a model on
+/// a GPU. Only a model whose every input and output has a dynamic first dimension can be;
+/// a card that asks for batching on any other model is an error.
+pub fn batch_policy(
+    entry: &ModelEntry,
+    on_gpu: bool,
+    batching: Batching,
+) -> anyhow::Result<Option<BatchPolicy>> {
+    let opts = &entry.card.batching;
+    let card = || entry.dir.join("model.toml").display().to_string();
+    let wanted = match batching {
+        Batching::On => true,
+        Batching::Off => false,
+        Batching::Auto => opts.enabled.unwrap_or(on_gpu),
+    };
+    let card_tensors = entry.card.inputs.iter().chain(&entry.card.outputs);
+    let dynamic = card_tensors.clone().all(|s| s.shape.first() == Some(&-1));
+    if !wanted {
+        return Ok(None);
+    }
+    if !dynamic {
+        anyhow::ensure!(
+            opts.enabled != Some(true) || batching == Batching::On,
+            "{}: [batching] enabled = true, but not every input and output has a dynamic first \
+             dimension (-1); fix: make the batch dimension -1 or remove `enabled`",
+            card()
+        );
+        tracing::info!(model = %entry.card.name, "not batched: its first dimension is fixed");
+        return Ok(None);
+    }
+    let max_batch = opts.max_batch.unwrap_or(if on_gpu { 128 } else { 16 });
+    let delay = opts.max_queue_delay_ms.unwrap_or(2.0);
+    anyhow::ensure!(
+        max_batch >= 1,
+        "{}: [batching] max_batch must be at least 1",
+        card()
+    );
+    anyhow::ensure!(
+        delay.is_finite() && (0.0..=1000.0).contains(&delay),
+        "{}: [batching] max_queue_delay_ms must be between 0 and 1000",
+        card()
+    );
+    Ok(Some(BatchPolicy {
+        max_batch,
+        max_queue_delay: Duration::from_secs_f64(delay / 1e3),
+        workers: opts.workers.unwrap_or(2).max(1),
+    }))
 }
 
 /// The backend for one model, its graph, and why it was chosen (for the log).

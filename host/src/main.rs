@@ -49,6 +49,13 @@ enum DeviceArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum BatchingArg {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -150,6 +157,11 @@ struct UpArgs {
     /// `gpu` runs ONNX Runtime models on CUDA (one GPU per process).
     #[arg(long, value_enum, default_value = "cpu", env = "SCORIA_DEVICE")]
     device: DeviceArg,
+    /// Dynamic batching of concurrent computes on one model: `auto` follows each model.toml's
+    /// `[batching] enabled`, else on for models on a GPU and off on CPU; `on` and `off` apply
+    /// to every model (`on` only where the batch dimension is dynamic).
+    #[arg(long, value_enum, default_value = "auto", env = "SCORIA_BATCHING")]
+    batching: BatchingArg,
     /// File of API keys, one per line, optionally limited to some functions (see README).
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
@@ -342,6 +354,11 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         match args.device {
             DeviceArg::Cpu => Device::Cpu,
             DeviceArg::Gpu => Device::Gpu,
+        },
+        match args.batching {
+            BatchingArg::Auto => scoria::app::Batching::Auto,
+            BatchingArg::On => scoria::app::Batching::On,
+            BatchingArg::Off => scoria::app::Batching::Off,
         },
         &manifest_dir(&args.manifest),
     );

@@ -4,6 +4,7 @@
 //! their label values. The hot path takes a lock for a few map operations per request, which
 //! is noise next to an inference.
 
+use crate::nn::batch::BatchRun;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -125,16 +126,18 @@ impl Metrics {
             .observe(vec![("function", function.to_string())], elapsed.as_secs_f64());
     }
 
-    /// One `compute` on a model: how long it waited for a worker thread, how long it ran,
-    /// and how many items its batch dimension held.
-    pub fn inference(&self, model: &str, backend: &str, queued: Duration, ran: Duration, batch: u32) {
+    /// One `compute` on a model: how long it waited for its backend run to start. The run's
+    /// own time and size count once per run (by its leader), not once per merged caller.
+    pub fn inference(&self, model: &str, backend: &str, run: &BatchRun) {
         let m = || vec![("model", model.to_string())];
-        self.inference_seconds.observe(
-            vec![("backend", backend.to_string()), ("model", model.to_string())],
-            ran.as_secs_f64(),
-        );
-        self.queue_delay_seconds.observe(m(), queued.as_secs_f64());
-        self.batch_size.observe(m(), f64::from(batch));
+        self.queue_delay_seconds.observe(m(), run.queued.as_secs_f64());
+        if run.leader {
+            self.inference_seconds.observe(
+                vec![("backend", backend.to_string()), ("model", model.to_string())],
+                run.ran.as_secs_f64(),
+            );
+            self.batch_size.observe(m(), f64::from(run.items));
+        }
     }
 
     /// The text exposition format.
@@ -167,14 +170,17 @@ impl Metrics {
         self.inference_seconds.render(
             &mut out,
             "scoria_inference_duration_seconds",
-            "Time in the backend per compute call, by model and backend.",
+            "Time in the backend per run (a merged batch counts once), by model and backend.",
         );
-        self.batch_size
-            .render(&mut out, "scoria_batch_size", "Items per compute call, by model.");
+        self.batch_size.render(
+            &mut out,
+            "scoria_batch_size",
+            "Items per backend run, by model; above 1 when computes were merged or a guest sent a batch.",
+        );
         self.queue_delay_seconds.render(
             &mut out,
             "scoria_batch_queue_delay_seconds",
-            "Time a compute call waited for an inference thread, by model.",
+            "Time a compute call waited for its backend run to start (thread or batch), by model.",
         );
         header(
             &mut out,

@@ -114,6 +114,29 @@ pub struct ModelCard {
     /// Optional ONNX Runtime session settings for this model.
     #[serde(default)]
     pub onnxruntime: OrtOptions,
+    /// Optional dynamic batching settings for this model.
+    #[serde(default)]
+    pub batching: BatchOptions,
+}
+
+/// `[batching]` in `model.toml`: whether and how concurrent computes on this model merge
+/// into one backend run. Defaults depend on the device (see [`crate::nn::batch`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOptions {
+    /// Default: on when the model runs on a GPU, off on CPU (where one compute per core
+    /// already keeps the cores busy and merging only adds queueing).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Most items in one run (default 128 on GPU, 16 on CPU).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// Longest the oldest compute in a batch waits for others, in ms (default 2).
+    #[serde(default)]
+    pub max_queue_delay_ms: Option<f64>,
+    /// Batches of this model that run at once (default 2: one runs while the next gathers).
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 /// `[onnxruntime]` in `model.toml`: how this model's ONNX Runtime sessions are built.

@@ -57,6 +57,8 @@ struct Prediction<'a> {
 #[derive(Serialize)]
 struct Classification<'a> {
     model: &'a str,
+    /// `random` for load-test models: their predictions mean nothing.
+    weights: &'a str,
     predictions: Vec<Prediction<'a>>,
 }
 
@@ -186,6 +188,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
                 .collect();
             Classification {
                 model: &card.name,
+                weights: &card.weights,
                 predictions,
             }
         })

@@ -26,6 +26,14 @@ pub struct Card<P> {
     pub preprocess: P,
     #[serde(default)]
     pub labels: Option<String>,
+    /// `pretrained`, or `random` for cost-only stand-ins; answers carry it so nobody mistakes
+    /// a random model's output for a prediction.
+    #[serde(default = "pretrained")]
+    pub weights: String,
+}
+
+fn pretrained() -> String {
+    "pretrained".into()
 }
 
 impl<P: DeserializeOwned> Card<P> {

@@ -8,6 +8,7 @@
 //! Tensors are validated against the card here, once, so that backends only ever see inputs
 //! of the declared names, types and shapes.
 
+pub mod batch;
 pub mod onnxruntime;
 pub mod tract;
 pub mod wit;
@@ -53,6 +54,37 @@ pub struct Tensor {
     pub data: Vec<u8>,
 }
 
+// wasi-nn tensors are little-endian bytes; the typed views below copy them as they are.
+#[cfg(target_endian = "big")]
+compile_error!("scoria assumes a little-endian host");
+
+/// Element types a [`Tensor`] can be read as or built from.
+pub trait Element: bytemuck::Pod {
+    const DTYPE: DType;
+}
+
+macro_rules! element {
+    ($($t:ty => $d:ident),*) => { $(impl Element for $t { const DTYPE: DType = DType::$d; })* };
+}
+element!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u8 => U8);
+
+impl Tensor {
+    /// A tensor of `values` (row-major) with shape `dims`.
+    pub fn from_slice<T: Element>(dims: Vec<u32>, values: &[T]) -> Self {
+        Self {
+            dims,
+            dtype: T::DTYPE,
+            data: bytemuck::cast_slice(values).to_vec(),
+        }
+    }
+
+    /// The elements as `T`, copied at memcpy speed (the bytes need not be aligned).
+    pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        debug_assert_eq!(self.dtype, T::DTYPE);
+        bytemuck::pod_collect_to_vec(&self.data)
+    }
+}
+
 /// A loaded model that can run many inferences at once (`&self`, `Send + Sync`).
 pub trait Graph: Send + Sync {
     /// Run once. Inputs are already validated against the card, in the card's input order.
@@ -76,11 +108,20 @@ pub struct LoadedModel {
     /// sha256 of the weights this graph was loaded from, to tell versions apart.
     pub digest: String,
     pub loaded_at: std::time::SystemTime,
+    /// Set when concurrent computes on this model are merged into batches.
+    pub batcher: Option<batch::Batcher>,
 }
 
 impl LoadedModel {
     /// Check inputs against the card and run; outputs come back named as the card says.
+    /// Runs on the calling thread and never batches (tools, baselines, index builds).
     pub fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        let inputs = self.prepare(inputs)?;
+        Ok(self.name_outputs(self.graph.run(inputs)?))
+    }
+
+    /// Validate named inputs against the card and put them in the card's order.
+    pub fn prepare(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, NnError> {
         let specs = &self.entry.card.inputs;
         let mut ordered: Vec<Option<Tensor>> = vec![None; specs.len()];
         for (name, t) in inputs {
@@ -97,7 +138,7 @@ impl LoadedModel {
             validate(&specs[i], &t)?;
             ordered[i] = Some(t);
         }
-        let inputs = ordered
+        ordered
             .into_iter()
             .zip(specs)
             .map(|(t, s)| {
@@ -108,16 +149,18 @@ impl LoadedModel {
                     )
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let outputs = self.graph.run(inputs)?;
-        Ok(self
-            .entry
+            .collect()
+    }
+
+    /// Outputs in the card's order, named as the card says.
+    pub fn name_outputs(&self, outputs: Vec<Tensor>) -> Vec<(String, Tensor)> {
+        self.entry
             .card
             .outputs
             .iter()
             .map(|s| s.name.clone())
             .zip(outputs)
-            .collect())
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@
 //! inference thread unless its card's `[onnxruntime] sessions` says otherwise): concurrent
 //! computes on one model overlap instead of queueing on a lock.
 
-use super::{Backend, ErrorKind, Graph, NnError, Tensor};
+use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -198,52 +198,43 @@ fn run(
 }
 
 fn to_ort(t: Tensor) -> Result<DynValue, NnError> {
-    let shape: Vec<i64> = t.dims.iter().map(|&d| i64::from(d)).collect();
-    fn le<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-            .collect()
+    fn value<T: Element + ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        t: &Tensor,
+    ) -> Result<DynValue, NnError> {
+        let shape: Vec<i64> = t.dims.iter().map(|&d| i64::from(d)).collect();
+        OrtTensor::from_array((shape, t.to_vec::<T>()))
+            .map(|v| v.into_dyn())
+            .map_err(|e| NnError::new(ErrorKind::InvalidArgument, format!("onnxruntime: {e}")))
     }
-    let bad = |e: ort::Error| NnError::new(ErrorKind::InvalidArgument, format!("onnxruntime: {e}"));
-    Ok(match t.dtype {
-        DType::F32 => OrtTensor::from_array((shape, le(&t.data, f32::from_le_bytes)))
-            .map_err(bad)?
-            .into_dyn(),
-        DType::F64 => OrtTensor::from_array((shape, le(&t.data, f64::from_le_bytes)))
-            .map_err(bad)?
-            .into_dyn(),
-        DType::I32 => OrtTensor::from_array((shape, le(&t.data, i32::from_le_bytes)))
-            .map_err(bad)?
-            .into_dyn(),
-        DType::I64 => OrtTensor::from_array((shape, le(&t.data, i64::from_le_bytes)))
-            .map_err(bad)?
-            .into_dyn(),
-        DType::U8 => OrtTensor::from_array((shape, t.data)).map_err(bad)?.into_dyn(),
-        other => {
-            return Err(NnError::new(
-                ErrorKind::UnsupportedOperation,
-                format!("onnxruntime backend: {other:?} tensors"),
-            ));
-        }
-    })
+    match t.dtype {
+        DType::F32 => value::<f32>(&t),
+        DType::F64 => value::<f64>(&t),
+        DType::I32 => value::<i32>(&t),
+        DType::I64 => value::<i64>(&t),
+        DType::U8 => value::<u8>(&t),
+        other => Err(NnError::new(
+            ErrorKind::UnsupportedOperation,
+            format!("onnxruntime backend: {other:?} tensors"),
+        )),
+    }
 }
 
 fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
-    fn pack<T: ort::value::PrimitiveTensorElementType + Copy, const N: usize>(
+    fn tensor<T: Element + ort::value::PrimitiveTensorElementType>(
         v: &DynValue,
-        f: fn(T) -> [u8; N],
-    ) -> Result<(Vec<u32>, Vec<u8>), ort::Error> {
+    ) -> Result<Tensor, ort::Error> {
         let (shape, data) = v.try_extract_tensor::<T>()?;
-        let dims = shape.iter().map(|&d| d as u32).collect();
-        Ok((dims, data.iter().flat_map(|&x| f(x)).collect()))
+        Ok(Tensor::from_slice(
+            shape.iter().map(|&d| d as u32).collect(),
+            data,
+        ))
     }
-    let (dims, data) = match dtype {
-        DType::F32 => pack(v, f32::to_le_bytes)?,
-        DType::F64 => pack(v, f64::to_le_bytes)?,
-        DType::I32 => pack(v, i32::to_le_bytes)?,
-        DType::I64 => pack(v, i64::to_le_bytes)?,
-        DType::U8 => pack(v, |x: u8| [x])?,
-        other => return Err(ort::Error::new(format!("{other:?} outputs are not supported"))),
-    };
-    Ok(Tensor { dims, dtype, data })
+    match dtype {
+        DType::F32 => tensor::<f32>(v),
+        DType::F64 => tensor::<f64>(v),
+        DType::I32 => tensor::<i32>(v),
+        DType::I64 => tensor::<i64>(v),
+        DType::U8 => tensor::<u8>(v),
+        other => Err(ort::Error::new(format!("{other:?} outputs are not supported"))),
+    }
 }

@@ -9,7 +9,7 @@
 //! built at load. Each `run` spawns its own state from a shared plan, so
 //! concurrent requests on one model never wait for each other.
 
-use super::{Backend, ErrorKind, Graph, NnError, Tensor};
+use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -204,23 +204,18 @@ fn datum_type(d: DType) -> Result<DatumType, NnError> {
 }
 
 fn to_tract(t: Tensor) -> Result<TValue, NnError> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    let bad = |e: anyhow::Error| NnError::new(ErrorKind::InvalidArgument, e.to_string());
-    fn le<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        b.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-            .collect()
+    fn array<T: Element + Datum>(t: &Tensor) -> Result<TractTensor, NnError> {
+        let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        tract_ndarray::ArrayD::from_shape_vec(shape, t.to_vec::<T>())
+            .map(TractTensor::from)
+            .map_err(|e| NnError::new(ErrorKind::InvalidArgument, e.to_string()))
     }
     let tensor = match t.dtype {
-        DType::F32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f32::from_le_bytes))
-            .map(TractTensor::from),
-        DType::F64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, f64::from_le_bytes))
-            .map(TractTensor::from),
-        DType::I32 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i32::from_le_bytes))
-            .map(TractTensor::from),
-        DType::I64 => tract_ndarray::ArrayD::from_shape_vec(shape, le(&t.data, i64::from_le_bytes))
-            .map(TractTensor::from),
-        DType::U8 => tract_ndarray::ArrayD::from_shape_vec(shape, t.data).map(TractTensor::from),
+        DType::F32 => array::<f32>(&t)?,
+        DType::F64 => array::<f64>(&t)?,
+        DType::I32 => array::<i32>(&t)?,
+        DType::I64 => array::<i64>(&t)?,
+        DType::U8 => array::<u8>(&t)?,
         other => {
             return Err(NnError::new(
                 ErrorKind::UnsupportedOperation,
@@ -228,7 +223,7 @@ fn to_tract(t: Tensor) -> Result<TValue, NnError> {
             ));
         }
     };
-    tensor.map(|t| t.into_tvalue()).map_err(|e| bad(e.into()))
+    Ok(tensor.into_tvalue())
 }
 
 fn from_tract(t: &TractTensor, dtype: DType) -> Result<Tensor, NnError> {
@@ -242,26 +237,27 @@ fn from_tract(t: &TractTensor, dtype: DType) -> Result<Tensor, NnError> {
             .map_err(|e| NnError::new(ErrorKind::RuntimeError, format!("output cast to {dtype:?}: {e}")))?;
         &*cast
     };
-    let dims = t.shape().iter().map(|&d| d as u32).collect();
-    let data = match dtype {
-        DType::F32 => bytes(t, f32::to_le_bytes),
-        DType::F64 => bytes(t, f64::to_le_bytes),
-        DType::I32 => bytes(t, i32::to_le_bytes),
-        DType::I64 => bytes(t, i64::to_le_bytes),
-        DType::U8 => bytes(t, |v: u8| [v]),
-        other => {
-            return Err(NnError::new(
-                ErrorKind::UnsupportedOperation,
-                format!("tract backend: {other:?} tensors"),
-            ));
-        }
+    fn tensor<T: Element + Datum + Copy>(t: &TractTensor) -> Result<Tensor, NnError> {
+        let dims = t.shape().iter().map(|&d| d as u32).collect();
+        let view = t
+            .to_plain_array_view::<T>()
+            .map_err(|e| NnError::new(ErrorKind::RuntimeError, e.to_string()))?;
+        Ok(match view.as_slice() {
+            Some(values) => Tensor::from_slice(dims, values),
+            None => Tensor::from_slice(dims, &view.iter().copied().collect::<Vec<T>>()),
+        })
     }
-    .map_err(|e| NnError::new(ErrorKind::RuntimeError, e.to_string()))?;
-    Ok(Tensor { dims, dtype, data })
-}
-
-fn bytes<T: Datum + Copy, const N: usize>(t: &TractTensor, f: fn(T) -> [u8; N]) -> TractResult<Vec<u8>> {
-    Ok(t.to_plain_array_view::<T>()?.iter().flat_map(|&v| f(v)).collect())
+    match dtype {
+        DType::F32 => tensor::<f32>(t),
+        DType::F64 => tensor::<f64>(t),
+        DType::I32 => tensor::<i32>(t),
+        DType::I64 => tensor::<i64>(t),
+        DType::U8 => tensor::<u8>(t),
+        other => Err(NnError::new(
+            ErrorKind::UnsupportedOperation,
+            format!("tract backend: {other:?} tensors"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +291,7 @@ mod tests {
             max_plans: Some(max_plans),
             backend: None,
             onnxruntime: Default::default(),
+            batching: Default::default(),
         };
         let entry = ModelEntry {
             card,

@@ -5,6 +5,7 @@
 //! A guest sees only the models its manifest entry lists (`load-by-name`); loading raw graph
 //! bytes from a guest is refused, since it would let any request allocate a model.
 
+use super::batch::BatchRun;
 use super::{ErrorKind, LoadedModel, ModelRegistry, NnError, Tensor};
 use crate::metrics::Metrics;
 use crate::models::DType;
@@ -164,29 +165,47 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         for (name, t) in inputs {
             tensors.push((name, self.table.delete(t)?));
         }
-        let batch = tensors
-            .first()
-            .and_then(|(_, t)| t.dims.first().copied())
-            .unwrap_or(1);
         let start = Instant::now();
-        let job = model.clone();
-        let result = self.ctx.models.pool().run(move || job.compute(tensors)).await;
-        let elapsed = start.elapsed();
+        let result = match &model.batcher {
+            Some(batcher) => match model.prepare(tensors) {
+                Ok(inputs) => batcher
+                    .compute(inputs)
+                    .await
+                    .map(|(outputs, run)| (run, model.name_outputs(outputs))),
+                Err(e) => Err(e),
+            },
+            None => {
+                let items = tensors
+                    .first()
+                    .and_then(|(_, t)| t.dims.first().copied())
+                    .unwrap_or(1);
+                let job = model.clone();
+                self.ctx
+                    .models
+                    .pool()
+                    .run(move || job.compute(tensors))
+                    .await
+                    .and_then(|(queued, r)| {
+                        let run = BatchRun {
+                            queued,
+                            ran: start.elapsed().saturating_sub(queued),
+                            items,
+                            leader: true,
+                        };
+                        r.map(|outputs| (run, outputs))
+                    })
+            }
+        };
         if let Some(t) = &self.ctx.timing {
-            t.add(elapsed);
+            t.add(start.elapsed());
         }
-        let result = match result {
-            Ok((queued, r)) => {
-                let ran = elapsed.saturating_sub(queued);
+        let outputs = match result {
+            Ok((run, outputs)) => {
                 self.ctx
                     .metrics
-                    .inference(&model.entry.card.name, model.backend, queued, ran, batch);
-                r
+                    .inference(&model.entry.card.name, model.backend, &run);
+                outputs
             }
-            Err(e) => Err(e),
-        };
-        let outputs = match result {
-            Ok(outputs) => outputs,
             Err(e) => return self.fail(e),
         };
         let mut named = Vec::with_capacity(outputs.len());

@@ -1,0 +1,437 @@
+//! Dynamic batching: concurrent computes on one model merged into one backend run.
+//!
+//! A GPU runs one batch of 64 images in little more time than one image, so throughput under
+//! load comes from merging. Each batched model gets a [`Batcher`]: computes queue on it, and
+//! its worker threads take turns collecting a batch (until `max_batch` items or until the
+//! oldest waiting compute has waited `max_queue_delay`), concatenate the inputs along the
+//! first dimension, run the graph once, and hand each caller back its own rows.
+//!
+//! While every worker is busy running a batch, new computes accumulate in the queue, so the
+//! next batch is as large as the load warrants: batches grow with load by themselves, and at
+//! low load a compute waits at most `max_queue_delay`.
+//!
+//! Only computes with the same shape beyond the batch dimension merge (a text model's
+//! sentences of different lengths run separately). A failed run fails each of its callers
+//! with the same error, and no caller ever receives rows computed from another's input
+//! unless they were part of the same run.
+
+use super::{ErrorKind, Graph, NnError, Tensor};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How one model is batched, resolved from its card's `[batching]` and the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPolicy {
+    /// Most items (sum of the callers' first dimensions) in one run.
+    pub max_batch: usize,
+    /// Longest the oldest compute in a batch waits for others to join it.
+    pub max_queue_delay: Duration,
+    /// Batches of this model that run at once (and worker threads that run them).
+    pub workers: usize,
+}
+
+/// What a caller learns about the run its compute was part of, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRun {
+    /// From queueing to the start of the run.
+    pub queued: Duration,
+    /// The backend run itself.
+    pub ran: Duration,
+    /// Items in the whole run.
+    pub items: u32,
+    /// True for exactly one caller per run, so per-run metrics are counted once.
+    pub leader: bool,
+}
+
+/// The reply to one queued compute: its own output rows, or the run's error.
+type Reply = Result<(Vec<Tensor>, BatchRun), NnError>;
+
+/// One queued compute.
+struct Pending {
+    inputs: Vec<Tensor>,
+    items: u32,
+    queued_at: Instant,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
+impl Pending {
+    /// Computes merge only when every input agrees beyond the first dimension.
+    fn same_shape(&self, other: &Pending) -> bool {
+        self.inputs
+            .iter()
+            .zip(&other.inputs)
+            .all(|(a, b)| a.dims[1..] == b.dims[1..])
+    }
+}
+
+/// The queue the workers share: new computes, and those a collector had to set aside
+/// (another shape, or no room left) that start the next batch.
+struct Queue {
+    incoming: Receiver<Pending>,
+    held: VecDeque<Pending>,
+}
+
+/// The batching front of one loaded model. Dropping it stops its workers once they have
+/// answered everything queued.
+pub struct Batcher {
+    submit: Sender<Pending>,
+    policy: BatchPolicy,
+}
+
+impl Batcher {
+    /// Start `policy.workers` threads running batches of `graph`, named after `model`.
+    pub fn start(model: &str, graph: Arc<dyn Graph>, policy: BatchPolicy) -> Result<Self, NnError> {
+        let (submit, incoming) = std::sync::mpsc::channel();
+        let queue = Arc::new(Mutex::new(Queue {
+            incoming,
+            held: VecDeque::new(),
+        }));
+        for i in 0..policy.workers.max(1) {
+            let (queue, graph, name) = (queue.clone(), graph.clone(), model.to_string());
+            std::thread::Builder::new()
+                .name(format!("scoria-batch-{model}-{i}"))
+                .spawn(move || worker(&name, &queue, graph.as_ref(), policy))
+                .map_err(|e| {
+                    NnError::new(
+                        ErrorKind::RuntimeError,
+                        format!("cannot start a batch worker: {e}"),
+                    )
+                })?;
+        }
+        Ok(Self { submit, policy })
+    }
+
+    /// The policy this batcher runs with.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
+    /// Queue one compute (inputs validated, in the card's order) and wait for its rows.
+    pub async fn compute(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, BatchRun), NnError> {
+        let items = inputs.first().and_then(|t| t.dims.first().copied()).unwrap_or(1);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            inputs,
+            items,
+            queued_at: Instant::now(),
+            reply,
+        };
+        self.submit
+            .send(pending)
+            .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch workers are gone"))?;
+        answer
+            .await
+            .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch worker stopped"))?
+    }
+}
+
+/// One worker: collect a batch (holding the queue, so collectors take turns), then run it.
+fn worker(model: &str, queue: &Mutex<Queue>, graph: &dyn Graph, policy: BatchPolicy) {
+    loop {
+        let batch = {
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            match collect(&mut q, policy) {
+                Some(b) => b,
+                None => return,
+            }
+        };
+        run(model, graph, batch);
+    }
+}
+
+/// The next batch: the oldest waiting compute, then others of its shape until the batch is
+/// full or the oldest has waited `max_queue_delay`. `None` once the batcher is dropped and
+/// nothing is left.
+fn collect(q: &mut Queue, policy: BatchPolicy) -> Option<Vec<Pending>> {
+    let first = match q.held.pop_front() {
+        Some(p) => p,
+        None => q.incoming.recv().ok()?,
+    };
+    let deadline = first.queued_at + policy.max_queue_delay;
+    let mut items = first.items as usize;
+    let mut batch = vec![first];
+    let fits = |p: &Pending, items: usize, batch: &[Pending]| {
+        batch[0].same_shape(p) && items + p.items as usize <= policy.max_batch
+    };
+    // Set-aside computes first, in arrival order; they are older than anything incoming.
+    let mut i = 0;
+    while i < q.held.len() && items < policy.max_batch {
+        if fits(&q.held[i], items, &batch) {
+            if let Some(p) = q.held.remove(i) {
+                items += p.items as usize;
+                batch.push(p);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    while items < policy.max_batch {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let next = match q.incoming.recv_timeout(wait) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        };
+        if fits(&next, items, &batch) {
+            items += next.items as usize;
+            batch.push(next);
+        } else {
+            q.held.push_back(next);
+            if !batch[0].same_shape(&q.held[q.held.len() - 1]) {
+                continue;
+            }
+            // Same shape but no room: the batch is as full as it gets.
+            break;
+        }
+    }
+    Some(batch)
+}
+
+/// Run one batch and answer each of its callers.
+fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>) {
+    let started = Instant::now();
+    let total: u32 = batch.iter().map(|p| p.items).sum();
+    let (inputs, callers) = merge(batch);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(inputs)))
+        .unwrap_or_else(|_| Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")));
+    let ran = started.elapsed();
+    let counts: Vec<u32> = callers.iter().map(|c| c.items).collect();
+    let split = result.and_then(|outputs| split(model, outputs, &counts));
+    let n = callers.len();
+    match split {
+        Ok(per_caller) => {
+            for (i, (caller, rows)) in callers.into_iter().zip(per_caller).enumerate() {
+                let run = caller.run(started, ran, total, i == 0);
+                let _ = caller.reply.send(Ok((rows, run)));
+            }
+        }
+        Err(e) => {
+            let message = if n > 1 {
+                format!(
+                    "model `{model}`: the batch of {n} computes ({total} items) this one ran in failed: {}",
+                    e.message
+                )
+            } else {
+                e.message
+            };
+            for caller in callers {
+                let _ = caller.reply.send(Err(NnError::new(e.kind, message.clone())));
+            }
+        }
+    }
+}
+
+/// A caller waiting for its rows once its inputs have gone into the batch.
+struct Caller {
+    items: u32,
+    queued_at: Instant,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
+impl Caller {
+    fn run(&self, started: Instant, ran: Duration, items: u32, leader: bool) -> BatchRun {
+        BatchRun {
+            queued: started.saturating_duration_since(self.queued_at),
+            ran,
+            items,
+            leader,
+        }
+    }
+}
+
+/// Concatenate each input along the first dimension, in caller order.
+fn merge(mut batch: Vec<Pending>) -> (Vec<Tensor>, Vec<Caller>) {
+    if batch.len() == 1 {
+        if let Some(p) = batch.pop() {
+            let caller = Caller {
+                items: p.items,
+                queued_at: p.queued_at,
+                reply: p.reply,
+            };
+            return (p.inputs, vec![caller]);
+        }
+    }
+    let total: u32 = batch.iter().map(|p| p.items).sum();
+    let mut merged: Vec<Tensor> = batch[0]
+        .inputs
+        .iter()
+        .map(|t| {
+            let mut dims = t.dims.clone();
+            dims[0] = total;
+            Tensor {
+                dims,
+                dtype: t.dtype,
+                data: Vec::with_capacity(t.data.len() / t.dims[0].max(1) as usize * total as usize),
+            }
+        })
+        .collect();
+    let mut callers = Vec::with_capacity(batch.len());
+    for p in batch {
+        for (m, t) in merged.iter_mut().zip(&p.inputs) {
+            m.data.extend_from_slice(&t.data);
+        }
+        callers.push(Caller {
+            items: p.items,
+            queued_at: p.queued_at,
+            reply: p.reply,
+        });
+    }
+    (merged, callers)
+}
+
+/// Cut every output's first dimension back into the callers' shares, in caller order.
+fn split(model: &str, outputs: Vec<Tensor>, counts: &[u32]) -> Result<Vec<Vec<Tensor>>, NnError> {
+    if let [_] = counts {
+        return Ok(vec![outputs]);
+    }
+    let total: u32 = counts.iter().sum();
+    let mut per_caller: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for (o, out) in outputs.iter().enumerate() {
+        if out.dims.first() != Some(&total) || out.data.len() % total as usize != 0 {
+            return Err(NnError::new(
+                ErrorKind::RuntimeError,
+                format!(
+                    "model `{model}`: output {o} has shape {:?} for a batch of {total}, so its first dimension is \
+                     not the batch; set `[batching] enabled = false` in its model.toml",
+                    out.dims
+                ),
+            ));
+        }
+        let row = out.data.len() / total as usize;
+        let mut at = 0;
+        for (share, &n) in per_caller.iter_mut().zip(counts) {
+            let mut dims = out.dims.clone();
+            dims[0] = n;
+            let len = row * n as usize;
+            share.push(Tensor {
+                dims,
+                dtype: out.dtype,
+                data: out.data[at..at + len].to_vec(),
+            });
+            at += len;
+        }
+    }
+    Ok(per_caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::DType;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Doubles its input and records each run's batch size; fails on a negative value.
+    struct Double {
+        runs: Mutex<Vec<u32>>,
+        running: AtomicUsize,
+    }
+
+    impl Graph for Double {
+        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+            self.running.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let t = &inputs[0];
+            self.runs.lock().unwrap().push(t.dims[0]);
+            let values = t.to_vec::<f32>();
+            if values.iter().any(|v| *v < 0.0) {
+                return Err(NnError::new(ErrorKind::InvalidArgument, "negative input"));
+            }
+            let doubled: Vec<f32> = values.iter().map(|v| v * 2.0).collect();
+            Ok(vec![Tensor::from_slice(t.dims.clone(), &doubled)])
+        }
+    }
+
+    fn rows(values: &[f32]) -> Tensor {
+        Tensor::from_slice(vec![values.len() as u32 / 2, 2], values)
+    }
+
+    fn batcher(max_batch: usize, delay_ms: u64) -> (Arc<Double>, Batcher) {
+        let g = Arc::new(Double {
+            runs: Mutex::new(vec![]),
+            running: AtomicUsize::new(0),
+        });
+        let policy = BatchPolicy {
+            max_batch,
+            max_queue_delay: Duration::from_millis(delay_ms),
+            workers: 1,
+        };
+        let b = Batcher::start("double", g.clone(), policy).unwrap();
+        (g, b)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_computes_merge_and_get_their_own_rows() {
+        let (g, b) = batcher(8, 50);
+        let b = Arc::new(b);
+        let calls = (0..6).map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let v = i as f32;
+                let (out, run) = b.compute(vec![rows(&[v, v + 0.5])]).await.unwrap();
+                assert_eq!(out[0].to_vec::<f32>(), vec![2.0 * v, 2.0 * v + 1.0]);
+                assert_eq!(out[0].dims, vec![1, 2]);
+                run
+            })
+        });
+        let runs = futures::future::join_all(calls).await;
+        let leaders = runs.iter().filter(|r| r.as_ref().unwrap().leader).count();
+        let sizes = g.runs.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<u32>(), 6);
+        assert!(sizes.iter().any(|&s| s > 1), "nothing merged: {sizes:?}");
+        assert_eq!(leaders, sizes.len(), "one leader per run");
+        assert_eq!(DType::F32.size(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_run_fails_each_caller_and_the_batcher_goes_on() {
+        let (_, b) = batcher(8, 50);
+        let b = Arc::new(b);
+        let good = tokio::spawn({
+            let b = b.clone();
+            async move { b.compute(vec![rows(&[1.0, 2.0])]).await }
+        });
+        let bad = tokio::spawn({
+            let b = b.clone();
+            async move { b.compute(vec![rows(&[-1.0, 2.0])]).await }
+        });
+        let (good, bad) = (good.await.unwrap(), bad.await.unwrap());
+        for r in [&good, &bad] {
+            let e = r.as_ref().err().expect("the merged run failed");
+            assert!(e.message.contains("negative input"), "{e}");
+        }
+        let (out, _) = b.compute(vec![rows(&[3.0, 4.0])]).await.unwrap();
+        assert_eq!(out[0].to_vec::<f32>(), vec![6.0, 8.0]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn max_batch_and_shapes_bound_a_run() {
+        let (g, b) = batcher(3, 50);
+        let b = Arc::new(b);
+        let calls = (0..5).map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                // Two shapes: [n, 2] and [n, 4] never merge.
+                let t = if i % 2 == 0 {
+                    rows(&[1.0, 1.0])
+                } else {
+                    Tensor::from_slice(vec![1, 4], &[1.0f32; 4])
+                };
+                let (out, _) = b.compute(vec![t.clone()]).await.unwrap();
+                assert_eq!(out[0].dims, t.dims);
+            })
+        });
+        futures::future::join_all(calls).await;
+        let sizes = g.runs.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<u32>(), 5);
+        assert!(sizes.iter().all(|&s| s <= 3), "{sizes:?}");
+    }
+
+    #[test]
+    fn an_output_without_the_batch_dimension_is_refused() {
+        let out = vec![Tensor::from_slice(vec![2], &[1.0f32, 2.0])];
+        let e = split("m", out, &[1, 2]).unwrap_err();
+        assert!(e.message.contains("enabled = false"), "{e}");
+    }
+}

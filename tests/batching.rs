@@ -1,0 +1,189 @@
+//! Dynamic batching end to end: concurrent requests to a batched model get the answers they
+//! get unbatched, and the batch-size metric shows runs that merged several requests.
+//!
+//! Runs on ONNX Runtime on CPU (the GPU path batches the same way; CPU only differs in the
+//! default, off). Needs what `./dev setup` produces.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// A copy of the EfficientNet folder whose card asks for batching with a long queue delay,
+/// so that the concurrent requests below merge even on a busy 2-core machine, and a
+/// manifest in `dir` serving it at `/classify`. Returns the manifest.
+fn batched_models(dir: &Path) -> String {
+    let src = root().join("models/efficientnet-lite0");
+    let dst = dir.join("models/efficientnet-lite0");
+    // The ONNX Runtime library and the compile cache are looked up beside the manifest.
+    std::os::unix::fs::symlink(root().join(".cache"), dir.join(".cache")).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["efficientnet-lite0.onnx", "imagenet-labels.txt"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let card = std::fs::read_to_string(src.join("model.toml")).unwrap();
+    let card = format!("{card}\n[batching]\nenabled = true\nmax_batch = 8\nmax_queue_delay_ms = 100\n");
+    std::fs::write(dst.join("model.toml"), card).unwrap();
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "batched"
+[[trigger.scoria]]
+route = "/classify"
+component = "image-classify"
+[component.image-classify]
+source = "{wasm}"
+files = [{{ source = "{dst}", destination = "/models/efficientnet-lite0" }}]
+environment = {{ SCORIA_MODEL = "efficientnet-lite0" }}
+[component.image-classify.tool.scoria]
+models = ["efficientnet-lite0"]
+"#,
+            wasm = root()
+                .join("functions/target/wasm32-wasip2/release/image_classify.wasm")
+                .display(),
+            dst = dst.display(),
+        ),
+    )
+    .unwrap();
+    manifest.display().to_string()
+}
+
+const PHOTOS: [(&str, &str); 4] = [
+    ("chelsea.png", "image/png"),
+    ("coffee.png", "image/png"),
+    ("rocket.jpg", "image/jpeg"),
+    ("grace_hopper.jpg", "image/jpeg"),
+];
+
+/// `(label, score)` of each prediction.
+fn predictions(v: &Value) -> Vec<(String, f64)> {
+    v["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|p| {
+            (
+                p["label"].as_str().unwrap().to_string(),
+                p["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The `_sum` and `_count` of `scoria_batch_size` for `model`.
+fn batch_metric(s: &Server, model: &str) -> (f64, f64) {
+    let text = client().get(s.url("/metrics")).send().unwrap().text().unwrap();
+    let value = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("scoria_batch_size_{suffix}{{model=\"{model}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no scoria_batch_size_{suffix} for {model}:\n{text}"))
+    };
+    (value("sum"), value("count"))
+}
+
+#[test]
+fn concurrent_requests_merge_and_get_the_answers_they_get_unbatched() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = batched_models(dir.path());
+    let models = dir.path().join("models");
+    let unbatched = Server::start_with_models(
+        &manifest,
+        &models,
+        &["--backend", "onnxruntime", "--batching", "off"],
+    );
+    let batched = Server::start_with_models(&manifest, &models, &["--backend", "onnxruntime"]);
+    assert!(
+        batched.log().contains("batching=\"max 8 items"),
+        "the card's [batching] was not applied:\n{}",
+        batched.log()
+    );
+    assert!(
+        unbatched.log().contains("batching=\"off\""),
+        "{}",
+        unbatched.log()
+    );
+
+    let expected: Vec<Vec<(String, f64)>> = PHOTOS
+        .iter()
+        .map(|(name, ct)| {
+            let (status, v) = unbatched.post("/classify", ct, photo(name));
+            assert_eq!(status, 200, "{v}");
+            predictions(&v)
+        })
+        .collect();
+
+    // 16 requests at once, 4 of each photo, in rounds so that runs hold different photos.
+    let answers: Vec<(usize, u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let batched = &batched;
+                scope.spawn(move || {
+                    let (name, ct) = PHOTOS[i % PHOTOS.len()];
+                    let (status, v) = batched.post("/classify", ct, photo(name));
+                    (i % PHOTOS.len(), status, v)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (photo_index, status, v) in &answers {
+        assert_eq!(*status, 200, "{v}");
+        let got = predictions(v);
+        let want = &expected[*photo_index];
+        let labels = |p: &[(String, f64)]| p.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            labels(&got),
+            labels(want),
+            "{} got another photo's answer",
+            PHOTOS[*photo_index].0
+        );
+        for ((label, x), (_, y)) in got.iter().zip(want) {
+            assert!((x - y).abs() < 1e-4, "{label}: batched {x}, unbatched {y}");
+        }
+    }
+
+    let (items, runs) = batch_metric(&batched, "efficientnet-lite0");
+    assert_eq!(items, 16.0, "every request is counted once in the runs' sizes");
+    assert!(
+        runs < items,
+        "no run merged requests: {runs} runs for {items} items"
+    );
+    let (items, runs) = batch_metric(&unbatched, "efficientnet-lite0");
+    assert_eq!(items, runs, "unbatched runs hold one image each");
+}
+
+#[test]
+fn a_card_that_asks_for_batching_on_a_fixed_batch_dimension_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = batched_models(dir.path());
+    let card = dir.path().join("models/efficientnet-lite0/model.toml");
+    let text = std::fs::read_to_string(&card)
+        .unwrap()
+        .replace("shape = [-1, 3, 224, 224]", "shape = [1, 3, 224, 224]");
+    std::fs::write(&card, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args([
+            "up",
+            "--manifest",
+            &manifest,
+            "--backend",
+            "onnxruntime",
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("model.toml") && err.contains("[batching] enabled = true") && err.contains("fix:"),
+        "{err}"
+    );
+}
