@@ -54,7 +54,7 @@ def oha(oha_bin, url, body_file, content_type, extra):
     d = json.loads(out)
     codes = d.get("statusCodeDistribution", {})
     bad = {k: v for k, v in codes.items() if k != "200"}
-    if bad or d["summary"]["successRate"] < 1.0:
+    if bad or (d["summary"]["successRate"] or 0.0) < 1.0:
         sys.exit(f"benchmark requests failed: {codes} {d.get('errorDistribution')}")
     return d
 

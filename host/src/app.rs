@@ -128,8 +128,12 @@ static BACKENDS: OnceLock<Backends> = OnceLock::new();
 pub fn configure_backends(choice: BackendChoice, device: Device, batching: Batching, project: &Path) {
     let needs_ort = choice != BackendChoice::Tract || device == Device::Gpu;
     let onnxruntime = if needs_ort {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        OnnxRuntime::open(&library_path(project), device, cores).map_err(|e| e.message)
+        // On a GPU each session holds the weights in GPU memory, and a few keep it busy.
+        let sessions = match device {
+            Device::Gpu => 4,
+            Device::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        OnnxRuntime::open(&library_path(project), device, sessions).map_err(|e| e.message)
     } else {
         Err("not requested (--backend tract)".into())
     };

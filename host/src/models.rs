@@ -149,9 +149,18 @@ pub struct OrtOptions {
     /// Graph optimisation: `disable`, `basic`, `extended` or `all` (default).
     #[serde(default)]
     pub optimization: Option<String>,
-    /// Sessions, i.e. computes of this model that run at once (default: one per core).
+    /// Sessions, i.e. computes of this model that run at once (default: one per core on
+    /// CPU; 4 on GPU, where each session holds its own copy of the weights in GPU memory).
     #[serde(default)]
     pub sessions: Option<usize>,
+    /// CUDA only: how cuDNN picks convolution kernels, `heuristic` (default), `exhaustive`
+    /// (benchmarks every kernel for each new input shape: the fastest kernels, but seconds
+    /// per new batch size, which dynamic batching produces many of) or `default`.
+    #[serde(default)]
+    pub cuda_conv_algo_search: Option<String>,
+    /// CUDA only: run convolutions in NHWC layout (faster on tensor cores for fp16 models).
+    #[serde(default)]
+    pub cuda_prefer_nhwc: Option<bool>,
 }
 
 fn pretrained() -> String {

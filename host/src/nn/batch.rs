@@ -6,9 +6,10 @@
 //! oldest waiting compute has waited `max_queue_delay`), concatenate the inputs along the
 //! first dimension, run the graph once, and hand each caller back its own rows.
 //!
-//! While every worker is busy running a batch, new computes accumulate in the queue, so the
-//! next batch is as large as the load warrants: batches grow with load by themselves, and at
-//! low load a compute waits at most `max_queue_delay`.
+//! A batch is sent at once when no other batch of the model is running: at low load a
+//! compute never waits for company that is not coming. While a batch runs, the next collector
+//! waits up to `max_queue_delay` for more, and computes accumulate meanwhile, so batches grow
+//! with load by themselves.
 //!
 //! Only computes with the same shape beyond the batch dimension merge (a text model's
 //! sentences of different lengths run separately). A failed run fails each of its callers
@@ -73,6 +74,9 @@ struct Queue {
     held: VecDeque<Pending>,
 }
 
+/// Batches of one model being run right now, to tell whether waiting for more is worth it.
+type Running = std::sync::atomic::AtomicUsize;
+
 /// The batching front of one loaded model. Dropping it stops its workers once they have
 /// answered everything queued.
 pub struct Batcher {
@@ -88,11 +92,13 @@ impl Batcher {
             incoming,
             held: VecDeque::new(),
         }));
+        let running = Arc::new(Running::new(0));
         for i in 0..policy.workers.max(1) {
-            let (queue, graph, name) = (queue.clone(), graph.clone(), model.to_string());
+            let (queue, graph, name, running) =
+                (queue.clone(), graph.clone(), model.to_string(), running.clone());
             std::thread::Builder::new()
                 .name(format!("scoria-batch-{model}-{i}"))
-                .spawn(move || worker(&name, &queue, graph.as_ref(), policy))
+                .spawn(move || worker(&name, &queue, &running, graph.as_ref(), policy))
                 .map_err(|e| {
                     NnError::new(
                         ErrorKind::RuntimeError,
@@ -128,28 +134,31 @@ impl Batcher {
 }
 
 /// One worker: collect a batch (holding the queue, so collectors take turns), then run it.
-fn worker(model: &str, queue: &Mutex<Queue>, graph: &dyn Graph, policy: BatchPolicy) {
+fn worker(model: &str, queue: &Mutex<Queue>, running: &Running, graph: &dyn Graph, policy: BatchPolicy) {
+    use std::sync::atomic::Ordering::SeqCst;
     loop {
         let batch = {
             let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
-            match collect(&mut q, policy) {
+            match collect(&mut q, policy, || running.load(SeqCst) > 0) {
                 Some(b) => b,
                 None => return,
             }
         };
+        running.fetch_add(1, SeqCst);
         run(model, graph, batch);
+        running.fetch_sub(1, SeqCst);
     }
 }
 
 /// The next batch: the oldest waiting compute, then others of its shape until the batch is
-/// full or the oldest has waited `max_queue_delay`. `None` once the batcher is dropped and
-/// nothing is left.
-fn collect(q: &mut Queue, policy: BatchPolicy) -> Option<Vec<Pending>> {
+/// full or, while another batch is `busy` running, the oldest has waited `max_queue_delay`
+/// (with nothing running, only what is already queued joins). `None` once the batcher is
+/// dropped and nothing is left.
+fn collect(q: &mut Queue, policy: BatchPolicy, busy: impl Fn() -> bool) -> Option<Vec<Pending>> {
     let first = match q.held.pop_front() {
         Some(p) => p,
         None => q.incoming.recv().ok()?,
     };
-    let deadline = first.queued_at + policy.max_queue_delay;
     let mut items = first.items as usize;
     let mut batch = vec![first];
     let fits = |p: &Pending, items: usize, batch: &[Pending]| {
@@ -167,8 +176,12 @@ fn collect(q: &mut Queue, policy: BatchPolicy) -> Option<Vec<Pending>> {
             i += 1;
         }
     }
+    let deadline = batch[0].queued_at + policy.max_queue_delay;
     while items < policy.max_batch {
-        let wait = deadline.saturating_duration_since(Instant::now());
+        let wait = match busy() {
+            true => deadline.saturating_duration_since(Instant::now()),
+            false => Duration::ZERO,
+        };
         let next = match q.incoming.recv_timeout(wait) {
             Ok(p) => p,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -388,6 +401,12 @@ mod tests {
     async fn a_failed_run_fails_each_caller_and_the_batcher_goes_on() {
         let (_, b) = batcher(8, 50);
         let b = Arc::new(b);
+        // Keep the worker busy so that the next two queue up and merge.
+        let blocker = tokio::spawn({
+            let b = b.clone();
+            async move { b.compute(vec![rows(&[0.0, 0.0])]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let good = tokio::spawn({
             let b = b.clone();
             async move { b.compute(vec![rows(&[1.0, 2.0])]).await }
@@ -397,6 +416,7 @@ mod tests {
             async move { b.compute(vec![rows(&[-1.0, 2.0])]).await }
         });
         let (good, bad) = (good.await.unwrap(), bad.await.unwrap());
+        assert!(blocker.await.unwrap().is_ok());
         for r in [&good, &bad] {
             let e = r.as_ref().err().expect("the merged run failed");
             assert!(e.message.contains("negative input"), "{e}");

@@ -12,6 +12,7 @@
 
 use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor};
 use crate::models::{DType, Format, ModelEntry};
+use ort::ep::cuda::ConvAlgorithmSearch;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor as OrtTensor};
@@ -110,6 +111,23 @@ impl Backend for OnnxRuntime {
             }
         };
         let intra = opts.intra_threads.unwrap_or(1).max(1);
+        let search = match opts.cuda_conv_algo_search.as_deref().unwrap_or("heuristic") {
+            "heuristic" => ConvAlgorithmSearch::Heuristic,
+            "exhaustive" => ConvAlgorithmSearch::Exhaustive,
+            "default" => ConvAlgorithmSearch::Default,
+            other => {
+                return Err(NnError::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{}: [onnxruntime] cuda_conv_algo_search = \"{other}\" is not one of heuristic, exhaustive, default",
+                        entry.dir.join("model.toml").display()
+                    ),
+                ));
+            }
+        };
+        let cuda = ort::ep::CUDA::default()
+            .with_conv_algorithm_search(search)
+            .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false));
         let mut idle = Vec::new();
         for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
             let mut builder = Session::builder(&self.env)
@@ -118,7 +136,7 @@ impl Backend for OnnxRuntime {
                 .map_err(|e: ort::Error| fail(e.to_string()))?;
             if self.device == Device::Gpu {
                 builder = builder
-                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .with_execution_providers([cuda.clone().build().error_on_failure()])
                     .map_err(|e| fail(format!("the CUDA execution provider is not available: {e}")))?;
             }
             let session = builder

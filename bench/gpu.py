@@ -1,0 +1,177 @@
+"""GPU benchmark: ResNet-152 through Scoria on CUDA at concurrency 1, 8, 64 and 256, with
+dynamic batching on and off, against ONNX Runtime's Python API with CUDA (bench/gpu_native.py)
+on the same machine in the same run. fp16 and fp32.
+
+Run on a GPU machine with the CUDA build of ONNX Runtime (ORT_DYLIB_PATH set, and
+`onnxruntime` importable for the native baseline), a built `scoria`, `image_classify.wasm`
+and `oha`. `./dev bench gpu` does it here; `bench/gpu-device.sh` on a lent GPU machine.
+
+Usage: gpu.py --scoria BIN --oha BIN [--out DIR] [--seconds 6] [--quick]
+Results are written as they come to DIR/gpu-results.json, then printed as tables with the
+ratios against the native figures.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, free_port, oha  # noqa: E402
+
+CONCURRENCY = [1, 8, 64, 256]
+
+
+def metrics(base):
+    """`{(name, model): value}` for the batch and inference histograms' sums and counts."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        for name in ("scoria_batch_size", "scoria_inference_duration_seconds", "scoria_batch_queue_delay_seconds"):
+            for suffix in ("_sum", "_count"):
+                if line.startswith(name + suffix + "{"):
+                    out[name + suffix] = out.get(name + suffix, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+class Host:
+    """`scoria up --device gpu` on a free port, its log kept in the output folder."""
+
+    def __init__(self, scoria, manifest, batching, log_path, device):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [scoria, "up", "--manifest", os.path.join(ROOT, manifest), "--device", device, "--batching", batching,
+             "--backend", "onnxruntime",
+             "--listen", f"127.0.0.1:{self.port}", "--max-concurrency", "512", "--max-queue", "4096"],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "info"})
+        deadline = time.time() + 240
+        while True:
+            try:
+                if urllib.request.urlopen(f"{self.base}/readyz", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise SystemExit(f"scoria did not become ready; see {log_path}")
+            time.sleep(0.25)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def scoria_runs(a, variant, batching, levels, results, save):
+    manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
+    host = Host(a.scoria, manifest, batching, os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log"),
+                a.device)
+    try:
+        url = f"{host.base}/classify"
+        for c in levels:
+            # Warm-up: new batch sizes pick their kernels on first use.
+            oha(a.oha, url, a.photo, "image/jpeg", ["-z", "2s", "-w", "-c", str(c)])
+            before = metrics(host.base)
+            d = oha(a.oha, url, a.photo, "image/jpeg", ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
+            after = metrics(host.base)
+            delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+            runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
+            results["scoria"][f"{variant}/batching-{batching}/c{c}"] = {
+                "img_per_s": round(d["summary"]["requestsPerSec"], 1),
+                "p50_ms": round(d["latencyPercentiles"]["p50"] * 1e3, 2),
+                "p99_ms": round(d["latencyPercentiles"]["p99"] * 1e3, 2),
+                "mean_batch": round(delta.get("scoria_batch_size_sum", 0.0) / runs, 1),
+                "mean_run_ms": round(delta.get("scoria_inference_duration_seconds_sum", 0.0) / runs * 1e3, 2),
+                "mean_queue_ms": round(
+                    delta.get("scoria_batch_queue_delay_seconds_sum", 0.0)
+                    / max(delta.get("scoria_batch_queue_delay_seconds_count", 0.0), 1.0) * 1e3, 2),
+            }
+            save()
+    finally:
+        host.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scoria", required=True)
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench-gpu"))
+    ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--python", default=sys.executable, help="Python with onnxruntime-gpu, for the baseline")
+    ap.add_argument("--quick", action="store_true", help="fp32 at c=1 and 256 only, after the full fp16 matrix")
+    ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
+                    help="cpu: a small dry run of this script on a machine without a GPU")
+    a = ap.parse_args()
+    dry = a.device == "cpu"
+    concurrency = [1, 8] if dry else CONCURRENCY
+    os.makedirs(a.out, exist_ok=True)
+    results = {"photo": os.path.relpath(a.photo, ROOT), "seconds": a.seconds, "native": {}, "scoria": {}}
+    path = os.path.join(a.out, "gpu-results.json")
+
+    def save():
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+    models = {"fp16": "models/resnet152-fp16/resnet152-fp16.onnx", "fp32": "models/resnet152/resnet152.onnx"}
+    for variant, onnx in models.items():
+        for search in ("EXHAUSTIVE", "HEURISTIC"):
+            r = subprocess.run([a.python, os.path.join(ROOT, "bench/gpu_native.py"), os.path.join(ROOT, onnx),
+                                "--conv-algo-search", search, "--device", a.device,
+                                *(["--batches", "1,8", "--seconds", "1"] if dry else [])],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"native baseline failed:\n{r.stderr[-3000:]}")
+            results["native"][f"{variant}/{search.lower()}"] = json.loads(r.stdout)
+            save()
+            print(f"native {variant} {search.lower()}: {r.stdout.strip()}", flush=True)
+    for variant in ("fp16", "fp32"):
+        levels = [concurrency[0], concurrency[-1]] if (a.quick and variant == "fp32") else concurrency
+        for batching in ("on", "off"):
+            scoria_runs(a, variant, batching, levels, results, save)
+            print(f"scoria {variant} batching {batching} done", flush=True)
+    report(results)
+
+
+def report(results):
+    print(f"\nResNet-152 on {gpu_name()}, photo {results['photo']}, {results['seconds']} s per level")
+    print("native ONNX Runtime (Python, CUDA EP, host-to-device copy included):")
+    for key, r in results["native"].items():
+        print(f"  {key:<16} batch 1 p50 {r['batch1']['p50_ms']:.2f} ms; {biggest(r)} {r[biggest(r)]['img_per_s']:.0f} img/s")
+    print(f"\n{'scoria':<34}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}   vs native")
+    for key, r in results["scoria"].items():
+        variant = key.split("/")[0]
+        native = results["native"].get(f"{variant}/exhaustive")
+        if native is None:
+            continue
+        if key.endswith("/c1"):
+            vs = f"p50 {r['p50_ms'] / native['batch1']['p50_ms']:.2f}x batch-1 latency"
+        else:
+            vs = f"{r['img_per_s'] / native[biggest(native)]['img_per_s']:.2f}x {biggest(native)} throughput"
+        print(f"{key:<34}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
+              f"{r['mean_run_ms']:>8.2f}   {vs}")
+
+
+def biggest(native):
+    """The key of the largest batch the native run measured (`batch128` on a GPU)."""
+    return max((k for k in native if k.startswith("batch")), key=lambda k: int(k[5:]))
+
+
+def gpu_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip() or "unknown GPU"
+    except OSError:
+        return "unknown GPU"
+
+
+if __name__ == "__main__":
+    main()
