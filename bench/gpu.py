@@ -105,7 +105,7 @@ def main():
     ap.add_argument("--oha", required=True)
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench-gpu"))
     ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
-    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--python", default=sys.executable, help="Python with onnxruntime-gpu, for the baseline")
     ap.add_argument("--quick", action="store_true", help="fp32 at c=1 and 256 only, after the full fp16 matrix")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
@@ -126,18 +126,27 @@ def main():
         for search in ("EXHAUSTIVE", "HEURISTIC"):
             r = subprocess.run([a.python, os.path.join(ROOT, "bench/gpu_native.py"), os.path.join(ROOT, onnx),
                                 "--conv-algo-search", search, "--device", a.device,
-                                *(["--batches", "1,8", "--seconds", "1"] if dry else [])],
+                                *(["--batches", "1,8", "--seconds", "1"] if dry else ["--seconds", "2"])],
                                capture_output=True, text=True)
             if r.returncode != 0:
-                raise SystemExit(f"native baseline failed:\n{r.stderr[-3000:]}")
+                print(f"native {variant} {search.lower()} failed:\n{r.stderr[-3000:]}", flush=True)
+                continue
             results["native"][f"{variant}/{search.lower()}"] = json.loads(r.stdout)
             save()
             print(f"native {variant} {search.lower()}: {r.stdout.strip()}", flush=True)
     for variant in ("fp16", "fp32"):
         levels = [concurrency[0], concurrency[-1]] if (a.quick and variant == "fp32") else concurrency
         for batching in ("on", "off"):
-            scoria_runs(a, variant, batching, levels, results, save)
-            print(f"scoria {variant} batching {batching} done", flush=True)
+            try:
+                scoria_runs(a, variant, batching, levels, results, save)
+                print(f"scoria {variant} batching {batching} done", flush=True)
+            except (SystemExit, subprocess.CalledProcessError, OSError) as e:
+                # Keep what the other configurations measure; the log says what went wrong.
+                log = os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log")
+                tail = open(log).read()[-3000:] if os.path.exists(log) else ""
+                print(f"scoria {variant} batching {batching} failed: {e}\n{tail}", flush=True)
+                results["scoria"][f"{variant}/batching-{batching}/error"] = str(e)
+                save()
     report(results)
 
 
@@ -149,6 +158,9 @@ def report(results):
     print(f"\n{'scoria':<34}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}   vs native")
     for key, r in results["scoria"].items():
         variant = key.split("/")[0]
+        if key.endswith("/error"):
+            print(f"{key:<34}{r}")
+            continue
         native = results["native"].get(f"{variant}/exhaustive")
         if native is None:
             continue
