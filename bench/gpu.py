@@ -19,6 +19,8 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, free_port, oha  # noqa: E402
 
@@ -70,31 +72,38 @@ class Host:
         self.log.close()
 
 
-def scoria_runs(a, variant, batching, levels, results, save):
+def scoria_runs(a, variant, batching, plan, results, save):
+    """One host; for each `(input, levels)` in `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
     host = Host(a.scoria, manifest, batching, os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log"),
                 a.device)
     try:
         url = f"{host.base}/classify"
-        for c in levels:
-            # Warm-up: new batch sizes pick their kernels on first use.
-            oha(a.oha, url, a.photo, "image/jpeg", ["-z", "2s", "-w", "-c", str(c)])
-            before = metrics(host.base)
-            d = oha(a.oha, url, a.photo, "image/jpeg", ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
-            after = metrics(host.base)
-            delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-            runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
-            results["scoria"][f"{variant}/batching-{batching}/c{c}"] = {
-                "img_per_s": round(d["summary"]["requestsPerSec"], 1),
-                "p50_ms": round(d["latencyPercentiles"]["p50"] * 1e3, 2),
-                "p99_ms": round(d["latencyPercentiles"]["p99"] * 1e3, 2),
-                "mean_batch": round(delta.get("scoria_batch_size_sum", 0.0) / runs, 1),
-                "mean_run_ms": round(delta.get("scoria_inference_duration_seconds_sum", 0.0) / runs * 1e3, 2),
-                "mean_queue_ms": round(
-                    delta.get("scoria_batch_queue_delay_seconds_sum", 0.0)
-                    / max(delta.get("scoria_batch_queue_delay_seconds_count", 0.0), 1.0) * 1e3, 2),
-            }
-            save()
+        for kind, levels in plan:
+            body, ctype = (a.photo, "image/jpeg") if kind == "jpeg" else (a.tensor, "application/x-tensor")
+            for c in levels:
+                # Warm-up, and the queue of the previous level drained.
+                oha(a.oha, url, body, ctype, ["-z", "2s", "-w", "-c", str(c)])
+                before = metrics(host.base)
+                d = oha(a.oha, url, body, ctype, ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
+                after = metrics(host.base)
+                delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+                runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
+                mean_batch = delta.get("scoria_batch_size_sum", 0.0) / runs
+                mean_run_ms = delta.get("scoria_inference_duration_seconds_sum", 0.0) / runs * 1e3
+                results["scoria"][f"{variant}/batching-{batching}/{kind}/c{c}"] = {
+                    "img_per_s": round(d["summary"]["requestsPerSec"], 1),
+                    "p50_ms": round(d["latencyPercentiles"]["p50"] * 1e3, 2),
+                    "p99_ms": round(d["latencyPercentiles"]["p99"] * 1e3, 2),
+                    "mean_batch": round(mean_batch, 1),
+                    "mean_run_ms": round(mean_run_ms, 2),
+                    # What one stream of runs of this size would sustain: the model's side.
+                    "run_img_per_s": round(mean_batch / mean_run_ms * 1e3, 1) if mean_run_ms else None,
+                    "mean_queue_ms": round(
+                        delta.get("scoria_batch_queue_delay_seconds_sum", 0.0)
+                        / max(delta.get("scoria_batch_queue_delay_seconds_count", 0.0), 1.0) * 1e3, 2),
+                }
+                save()
     finally:
         host.stop()
 
@@ -107,7 +116,9 @@ def main():
     ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--python", default=sys.executable, help="Python with onnxruntime-gpu, for the baseline")
-    ap.add_argument("--quick", action="store_true", help="fp32 at c=1 and 256 only, after the full fp16 matrix")
+    ap.add_argument("--quick", action="store_true",
+                    help="the full matrix for fp16 tensors only; fp32 and JPEG at the ends")
+    ap.add_argument("--native-searches", default="exhaustive", help="cuDNN searches for the baseline, comma-separated")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                     help="cpu: a small dry run of this script on a machine without a GPU")
     a = ap.parse_args()
@@ -115,6 +126,9 @@ def main():
     concurrency = [1, 8] if dry else CONCURRENCY
     os.makedirs(a.out, exist_ok=True)
     results = {"photo": os.path.relpath(a.photo, ROOT), "seconds": a.seconds, "native": {}, "scoria": {}}
+    # A preprocessed image as a client that sends tensors would: float32 [1, 3, 224, 224].
+    a.tensor = os.path.join(a.out, "input.f32")
+    np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32).tofile(a.tensor)
     path = os.path.join(a.out, "gpu-results.json")
 
     def save():
@@ -123,10 +137,11 @@ def main():
 
     models = {"fp16": "models/resnet152-fp16/resnet152-fp16.onnx", "fp32": "models/resnet152/resnet152.onnx"}
     for variant, onnx in models.items():
-        for search in ("EXHAUSTIVE", "HEURISTIC"):
+        for search in a.native_searches.upper().split(","):
             r = subprocess.run([a.python, os.path.join(ROOT, "bench/gpu_native.py"), os.path.join(ROOT, onnx),
                                 "--conv-algo-search", search, "--device", a.device,
-                                *(["--batches", "1,8", "--seconds", "1"] if dry else ["--seconds", "2"])],
+                                *(["--batches", "1,8", "--seconds", "1"] if dry else ["--seconds", "2", "--batches",
+                                                                                       "1,8,128"])],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"native {variant} {search.lower()} failed:\n{r.stderr[-3000:]}", flush=True)
@@ -134,19 +149,25 @@ def main():
             results["native"][f"{variant}/{search.lower()}"] = json.loads(r.stdout)
             save()
             print(f"native {variant} {search.lower()}: {r.stdout.strip()}", flush=True)
-    for variant in ("fp16", "fp32"):
-        levels = [concurrency[0], concurrency[-1]] if (a.quick and variant == "fp32") else concurrency
-        for batching in ("on", "off"):
-            try:
-                scoria_runs(a, variant, batching, levels, results, save)
-                print(f"scoria {variant} batching {batching} done", flush=True)
-            except (SystemExit, subprocess.CalledProcessError, OSError) as e:
-                # Keep what the other configurations measure; the log says what went wrong.
-                log = os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log")
-                tail = open(log).read()[-3000:] if os.path.exists(log) else ""
-                print(f"scoria {variant} batching {batching} failed: {e}\n{tail}", flush=True)
-                results["scoria"][f"{variant}/batching-{batching}/error"] = str(e)
-                save()
+    full = [("tensor", concurrency), ("jpeg", concurrency)]
+    ends = [concurrency[0], concurrency[-1]]
+    plans = {
+        ("fp16", "on"): [("tensor", concurrency), ("jpeg", ends)] if a.quick else full,
+        ("fp16", "off"): [("tensor", concurrency), ("jpeg", ends[1:])] if a.quick else full,
+        ("fp32", "on"): [("tensor", ends)] if a.quick else full,
+        ("fp32", "off"): [("tensor", ends)] if a.quick else full,
+    }
+    for (variant, batching), plan in plans.items():
+        try:
+            scoria_runs(a, variant, batching, plan, results, save)
+            print(f"scoria {variant} batching {batching} done", flush=True)
+        except (SystemExit, subprocess.CalledProcessError, OSError) as e:
+            # Keep what the other configurations measure; the log says what went wrong.
+            log = os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log")
+            tail = open(log).read()[-3000:] if os.path.exists(log) else ""
+            print(f"scoria {variant} batching {batching} failed: {e}\n{tail}", flush=True)
+            results["scoria"][f"{variant}/batching-{batching}/error"] = str(e)
+            save()
     report(results)
 
 
@@ -155,21 +176,21 @@ def report(results):
     print("native ONNX Runtime (Python, CUDA EP, host-to-device copy included):")
     for key, r in results["native"].items():
         print(f"  {key:<16} batch 1 p50 {r['batch1']['p50_ms']:.2f} ms; {biggest(r)} {r[biggest(r)]['img_per_s']:.0f} img/s")
-    print(f"\n{'scoria':<34}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}   vs native")
+    print(f"\n{'scoria':<38}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}{'run img/s':>10}   vs native")
     for key, r in results["scoria"].items():
         variant = key.split("/")[0]
         if key.endswith("/error"):
-            print(f"{key:<34}{r}")
+            print(f"{key:<38}{r}")
             continue
         native = results["native"].get(f"{variant}/exhaustive")
-        if native is None:
-            continue
-        if key.endswith("/c1"):
+        vs = ""
+        if native and key.endswith("/c1"):
             vs = f"p50 {r['p50_ms'] / native['batch1']['p50_ms']:.2f}x batch-1 latency"
-        else:
+        elif native:
             vs = f"{r['img_per_s'] / native[biggest(native)]['img_per_s']:.2f}x {biggest(native)} throughput"
-        print(f"{key:<34}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
-              f"{r['mean_run_ms']:>8.2f}   {vs}")
+        run_rate = f"{r['run_img_per_s']:>10.0f}" if r.get("run_img_per_s") else f"{'-':>10}"
+        print(f"{key:<38}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
+              f"{r['mean_run_ms']:>8.2f}{run_rate}   {vs}")
 
 
 def biggest(native):

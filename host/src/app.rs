@@ -166,7 +166,12 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     let on_gpu = backend == "onnxruntime" && BACKENDS.get().is_some_and(|b| b.device == Device::Gpu);
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
     let batcher = match batch_policy(&entry, on_gpu, batching)? {
-        Some(policy) => Some(Batcher::start(&name, graph.clone(), policy)?),
+        Some(policy) => Some(Batcher::start(
+            &name,
+            graph.clone(),
+            policy,
+            &probe_inputs(&entry),
+        )?),
         None => None,
     };
     let batch = batcher.as_ref().map(|b| {
@@ -241,6 +246,7 @@ pub fn batch_policy(
         max_batch,
         max_queue_delay: Duration::from_secs_f64(delay / 1e3),
         workers: opts.workers.unwrap_or(2).max(1),
+        pad: opts.pad.unwrap_or(on_gpu),
     }))
 }
 

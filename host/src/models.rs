@@ -137,6 +137,10 @@ pub struct BatchOptions {
     /// Batches of this model that run at once (default 2: one runs while the next gathers).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Pad batches with zero rows to a power of two (or `max_batch`) and run each such size
+    /// once at load (default: on GPU, where every new shape costs a kernel search).
+    #[serde(default)]
+    pub pad: Option<bool>,
 }
 
 /// `[onnxruntime]` in `model.toml`: how this model's ONNX Runtime sessions are built.

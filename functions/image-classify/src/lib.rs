@@ -2,7 +2,10 @@
 //!
 //! Request path: parse the body (raw image or JSON with base64 images) -> decode and
 //! preprocess as the model card says -> one `wasi:nn` compute for all images -> softmax and
-//! top-k -> JSON. Configuration comes from the manifest's `environment`:
+//! top-k -> JSON. Clients that preprocess themselves (as Triton and KServe clients do) can
+//! send the model's input tensor instead: `application/x-tensor`, float32 little-endian NCHW
+//! `[n, 3, crop, crop]`, `n` read from the length. Configuration comes from the manifest's
+//! `environment`:
 //!
 //! - `SCORIA_MODEL` (required): the model to use; its card is read from `/models/<name>/`.
 //! - `SCORIA_MAX_PIXELS` (default 40,000,000): larger images are refused before decoding.
@@ -74,6 +77,8 @@ struct JsonRequest {
 enum Images {
     One(Vec<u8>),
     Many(Vec<Vec<u8>>),
+    /// Images already preprocessed into the model's input tensor (float32 LE bytes).
+    Tensor(Vec<u8>),
 }
 
 async fn classify(req: Request) -> Result<String, ApiError> {
@@ -101,13 +106,14 @@ async fn classify(req: Request) -> Result<String, ApiError> {
             Images::One(body.to_vec())
         }
         Some("application/json") => parse_json(&body, max_images)?,
+        Some("application/x-tensor") => Images::Tensor(body.to_vec()),
         Some(other) => {
             return Err(ApiError::new(
                 415,
                 "unsupported_media_type",
                 format!(
-                    "Content-Type `{other}` is not supported; send image/jpeg, image/png, image/webp \
-                     or application/json with {{\"input\": \"<base64>\"}}"
+                    "Content-Type `{other}` is not supported; send image/jpeg, image/png, image/webp, \
+                     application/json with {{\"input\": \"<base64>\"}}, or application/x-tensor"
                 ),
             ))
         }
@@ -120,38 +126,13 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         )
     })?;
     let card: Card<Preprocess> = Card::load(&model)?;
-    let affine = card
-        .preprocess
-        .affine()
-        .map_err(|e| ApiError::internal("model_card_invalid", e))?;
-    let max_pixels = env_usize("SCORIA_MAX_PIXELS", 40_000_000) as u64;
-
-    let blobs: Vec<&[u8]> = match &images {
-        Images::One(b) => vec![b.as_slice()],
-        Images::Many(v) => v.iter().map(Vec::as_slice).collect(),
-    };
-    let mut data = Vec::new();
-    for (i, blob) in blobs.iter().enumerate() {
-        let img = vision::decode(blob, max_pixels).map_err(|e| {
-            let msg = if blobs.len() > 1 {
-                format!("image {i}: {e}")
-            } else {
-                e.to_string()
-            };
-            match e {
-                vision::VisionError::Empty => ApiError::bad_request("empty_body", msg),
-                vision::VisionError::TooManyPixels { .. } | vision::VisionError::TooLarge(_) => {
-                    ApiError::bad_request("image_too_large", msg)
-                }
-                _ => ApiError::bad_request("invalid_image", msg),
-            }
-        })?;
-        vision::to_tensor(&img, &card.preprocess, &affine, &mut data);
-    }
-
     let crop = card.preprocess.crop;
+    let (n, data) = match &images {
+        Images::Tensor(bytes) => tensor_input(bytes, crop, max_images)?,
+        images => decode_all(images, &card.preprocess)?,
+    };
     let input = F32Tensor {
-        dims: vec![blobs.len() as u32, 3, crop, crop],
+        dims: vec![n as u32, 3, crop, crop],
         data,
     };
     let input_name = first_name(&card.inputs, "inputs")?;
@@ -166,8 +147,8 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         })?;
 
     let labels = card.load_labels()?;
-    let classes = logits.data.len() / blobs.len().max(1);
-    if classes == 0 || logits.data.len() != classes * blobs.len() {
+    let classes = logits.data.len() / n.max(1);
+    if classes == 0 || logits.data.len() != classes * n {
         return Err(ApiError::internal(
             "inference_failed",
             "output size does not match the batch",
@@ -194,11 +175,65 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         })
         .collect();
 
-    let json = match images {
-        Images::One(_) => serde_json::to_string(&results[0]),
-        Images::Many(_) => serde_json::to_string(&results),
+    // One image in, one object out; several (or a tensor of several), an array.
+    let json = match (&images, results.as_slice()) {
+        (Images::One(_) | Images::Tensor(_), [one]) => serde_json::to_string(one),
+        _ => serde_json::to_string(&results),
     };
     json.map_err(|e| ApiError::internal("serialisation_failed", e.to_string()))
+}
+
+/// Decode and preprocess every image as the card says: `(images, NCHW data)`.
+fn decode_all(images: &Images, pre: &Preprocess) -> Result<(usize, Vec<f32>), ApiError> {
+    let affine = pre
+        .affine()
+        .map_err(|e| ApiError::internal("model_card_invalid", e))?;
+    let max_pixels = env_usize("SCORIA_MAX_PIXELS", 40_000_000) as u64;
+    let blobs: Vec<&[u8]> = match images {
+        Images::One(b) => vec![b.as_slice()],
+        Images::Many(v) => v.iter().map(Vec::as_slice).collect(),
+        Images::Tensor(_) => Vec::new(),
+    };
+    let mut data = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let img = vision::decode(blob, max_pixels).map_err(|e| {
+            let msg = if blobs.len() > 1 {
+                format!("image {i}: {e}")
+            } else {
+                e.to_string()
+            };
+            match e {
+                vision::VisionError::Empty => ApiError::bad_request("empty_body", msg),
+                vision::VisionError::TooManyPixels { .. } | vision::VisionError::TooLarge(_) => {
+                    ApiError::bad_request("image_too_large", msg)
+                }
+                _ => ApiError::bad_request("invalid_image", msg),
+            }
+        })?;
+        vision::to_tensor(&img, pre, &affine, &mut data);
+    }
+    Ok((blobs.len(), data))
+}
+
+/// An `application/x-tensor` body: float32 LE `[n, 3, crop, crop]`, `n` from its length.
+fn tensor_input(bytes: &[u8], crop: u32, max_images: usize) -> Result<(usize, Vec<f32>), ApiError> {
+    let per_image = 3 * (crop as usize) * (crop as usize) * 4;
+    let n = bytes.len() / per_image;
+    if bytes.len() % per_image != 0 || n == 0 || n > max_images {
+        return Err(ApiError::bad_request(
+            "invalid_tensor",
+            format!(
+                "an application/x-tensor body is float32 [n, 3, {crop}, {crop}] with n from 1 to {max_images}, \
+                 so a multiple of {per_image} bytes; got {} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let data = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((n, data))
 }
 
 fn parse_json(body: &[u8], max_images: usize) -> Result<Images, ApiError> {

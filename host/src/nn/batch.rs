@@ -11,6 +11,11 @@
 //! waits up to `max_queue_delay` for more, and computes accumulate meanwhile, so batches grow
 //! with load by themselves.
 //!
+//! With `pad`, a batch is padded with zero rows up to the next power of two (capped at
+//! `max_batch`), and each of those sizes is run once when the batcher starts. A GPU backend
+//! picks kernels and plans memory per input shape, which costs far more than a run; padding
+//! keeps the shapes to a handful that are all ready before the first request.
+//!
 //! Only computes with the same shape beyond the batch dimension merge (a text model's
 //! sentences of different lengths run separately). A failed run fails each of its callers
 //! with the same error, and no caller ever receives rows computed from another's input
@@ -31,6 +36,29 @@ pub struct BatchPolicy {
     pub max_queue_delay: Duration,
     /// Batches of this model that run at once (and worker threads that run them).
     pub workers: usize,
+    /// Pad each batch to a power of two (or `max_batch`), and warm those sizes at start.
+    pub pad: bool,
+}
+
+impl BatchPolicy {
+    /// The size a batch of `items` runs at: `items` itself, or with `pad` the next power of
+    /// two, capped at `max_batch` (a single compute larger than that runs as it is).
+    pub fn padded(&self, items: usize) -> usize {
+        if !self.pad || items >= self.max_batch {
+            return items;
+        }
+        items.next_power_of_two().min(self.max_batch)
+    }
+
+    /// Every size [`padded`](Self::padded) can return for batches up to `max_batch`.
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = (0..usize::BITS)
+            .map(|b| 1usize << b)
+            .take_while(|&n| n < self.max_batch)
+            .collect();
+        sizes.push(self.max_batch);
+        sizes
+    }
 }
 
 /// What a caller learns about the run its compute was part of, for the metrics.
@@ -85,8 +113,27 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Start `policy.workers` threads running batches of `graph`, named after `model`.
-    pub fn start(model: &str, graph: Arc<dyn Graph>, policy: BatchPolicy) -> Result<Self, NnError> {
+    /// Start `policy.workers` threads running batches of `graph`, named after `model`. With
+    /// `pad`, first run every padded size once, from `probe` (zeros of one item).
+    pub fn start(
+        model: &str,
+        graph: Arc<dyn Graph>,
+        policy: BatchPolicy,
+        probe: &[Tensor],
+    ) -> Result<Self, NnError> {
+        if policy.pad {
+            let t = Instant::now();
+            for size in policy.sizes() {
+                let inputs = probe.iter().map(|t| pad(t.clone(), 1, size)).collect();
+                graph.warm(inputs).map_err(|e| {
+                    NnError::new(
+                        e.kind,
+                        format!("model `{model}`: warming batch size {size}: {}", e.message),
+                    )
+                })?;
+            }
+            tracing::info!(model, sizes = ?policy.sizes(), ms = t.elapsed().as_millis() as u64, "batch sizes warmed");
+        }
         let (submit, incoming) = std::sync::mpsc::channel();
         let queue = Arc::new(Mutex::new(Queue {
             incoming,
@@ -145,7 +192,7 @@ fn worker(model: &str, queue: &Mutex<Queue>, running: &Running, graph: &dyn Grap
             }
         };
         running.fetch_add(1, SeqCst);
-        run(model, graph, batch);
+        run(model, graph, batch, policy);
         running.fetch_sub(1, SeqCst);
     }
 }
@@ -202,15 +249,17 @@ fn collect(q: &mut Queue, policy: BatchPolicy, busy: impl Fn() -> bool) -> Optio
 }
 
 /// Run one batch and answer each of its callers.
-fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>) {
+fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>, policy: BatchPolicy) {
     let started = Instant::now();
     let total: u32 = batch.iter().map(|p| p.items).sum();
     let (inputs, callers) = merge(batch);
+    let size = policy.padded(total as usize);
+    let inputs = inputs.into_iter().map(|t| pad(t, total as usize, size)).collect();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(inputs)))
         .unwrap_or_else(|_| Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")));
     let ran = started.elapsed();
     let counts: Vec<u32> = callers.iter().map(|c| c.items).collect();
-    let split = result.and_then(|outputs| split(model, outputs, &counts));
+    let split = result.and_then(|outputs| split(model, outputs, &counts, size as u32));
     let n = callers.len();
     match split {
         Ok(per_caller) => {
@@ -293,12 +342,24 @@ fn merge(mut batch: Vec<Pending>) -> (Vec<Tensor>, Vec<Caller>) {
     (merged, callers)
 }
 
-/// Cut every output's first dimension back into the callers' shares, in caller order.
-fn split(model: &str, outputs: Vec<Tensor>, counts: &[u32]) -> Result<Vec<Vec<Tensor>>, NnError> {
-    if let [_] = counts {
+/// `t` (whose first dimension is `items`) with zero rows added up to `size`.
+fn pad(mut t: Tensor, items: usize, size: usize) -> Tensor {
+    if size > items && items > 0 {
+        let row = t.data.len() / items;
+        t.data.resize(row * size, 0);
+        t.dims[0] = size as u32;
+    }
+    t
+}
+
+/// Cut every output's first dimension (`total` rows, padding included) back into the
+/// callers' shares, in caller order; padding rows are dropped.
+fn split(model: &str, outputs: Vec<Tensor>, counts: &[u32], total: u32) -> Result<Vec<Vec<Tensor>>, NnError> {
+    if let [n] = counts
+        && *n == total
+    {
         return Ok(vec![outputs]);
     }
-    let total: u32 = counts.iter().sum();
     let mut per_caller: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for (o, out) in outputs.iter().enumerate() {
         if out.dims.first() != Some(&total) || out.data.len() % total as usize != 0 {
@@ -369,8 +430,9 @@ mod tests {
             max_batch,
             max_queue_delay: Duration::from_millis(delay_ms),
             workers: 1,
+            pad: false,
         };
-        let b = Batcher::start("double", g.clone(), policy).unwrap();
+        let b = Batcher::start("double", g.clone(), policy, &[]).unwrap();
         (g, b)
     }
 
@@ -449,9 +511,56 @@ mod tests {
     }
 
     #[test]
+    fn padding_rounds_up_to_powers_of_two_and_is_cut_off_again() {
+        let policy = BatchPolicy {
+            max_batch: 12,
+            max_queue_delay: Duration::ZERO,
+            workers: 1,
+            pad: true,
+        };
+        assert_eq!(policy.sizes(), vec![1, 2, 4, 8, 12]);
+        let padded: Vec<usize> = [1, 3, 5, 9, 12, 20].iter().map(|&n| policy.padded(n)).collect();
+        assert_eq!(padded, vec![1, 4, 8, 12, 12, 20]);
+        let t = pad(rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), 3, 4);
+        assert_eq!(t.dims, vec![4, 2]);
+        assert_eq!(t.to_vec::<f32>()[6..], [0.0, 0.0]);
+        let shares = split("m", vec![t], &[1, 2], 4).unwrap();
+        assert_eq!(shares[0][0].to_vec::<f32>(), vec![1.0, 2.0]);
+        assert_eq!(shares[1][0].to_vec::<f32>(), vec![3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(shares[1][0].dims, vec![2, 2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn padded_batches_run_at_warmed_sizes_only() {
+        let g = Arc::new(Double {
+            runs: Mutex::new(vec![]),
+            running: AtomicUsize::new(0),
+        });
+        let policy = BatchPolicy {
+            max_batch: 8,
+            max_queue_delay: Duration::from_millis(50),
+            workers: 1,
+            pad: true,
+        };
+        let b = Arc::new(Batcher::start("double", g.clone(), policy, &[rows(&[0.0, 0.0])]).unwrap());
+        assert_eq!(*g.runs.lock().unwrap(), vec![1, 2, 4, 8], "each size warmed once");
+        let calls = (0..7).map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let v = i as f32;
+                let (out, _) = b.compute(vec![rows(&[v, v])]).await.unwrap();
+                assert_eq!(out[0].to_vec::<f32>(), vec![2.0 * v, 2.0 * v]);
+            })
+        });
+        futures::future::join_all(calls).await;
+        let runs = g.runs.lock().unwrap()[4..].to_vec();
+        assert!(runs.iter().all(|n| [1, 2, 4, 8].contains(n)), "{runs:?}");
+    }
+
+    #[test]
     fn an_output_without_the_batch_dimension_is_refused() {
         let out = vec![Tensor::from_slice(vec![2], &[1.0f32, 2.0])];
-        let e = split("m", out, &[1, 2]).unwrap_err();
+        let e = split("m", out, &[1, 2], 3).unwrap_err();
         assert!(e.message.contains("enabled = false"), "{e}");
     }
 }

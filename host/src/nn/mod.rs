@@ -89,6 +89,12 @@ impl Tensor {
 pub trait Graph: Send + Sync {
     /// Run once. Inputs are already validated against the card, in the card's input order.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
+
+    /// Run once with `inputs` so that the first request of this shape does not pay for
+    /// kernel selection and allocation; a backend with several sessions warms each.
+    fn warm(&self, inputs: Vec<Tensor>) -> Result<(), NnError> {
+        self.run(inputs).map(drop)
+    }
 }
 
 /// Something that can load models; one per inference engine.

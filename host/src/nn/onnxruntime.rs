@@ -176,7 +176,7 @@ impl Graph for OrtGraph {
         let values = inputs
             .into_iter()
             .zip(&self.inputs)
-            .map(|(t, name)| Ok((name.clone(), to_ort(t)?)))
+            .map(|(t, name)| Ok((name.clone(), to_ort(&t)?)))
             .collect::<Result<Vec<(String, DynValue)>, NnError>>()?;
         let mut session = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,6 +190,27 @@ impl Graph for OrtGraph {
         let result = run(&mut session, values, &self.outputs);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
         self.returned.notify_one();
+        result
+    }
+
+    fn warm(&self, inputs: Vec<Tensor>) -> Result<(), NnError> {
+        // Each session picks its kernels per shape, so each is run; the idle ones are taken
+        // all at once (at load they all are) so that no session is warmed twice.
+        let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut result = Ok(());
+        for session in &mut sessions {
+            let values = inputs
+                .iter()
+                .zip(&self.inputs)
+                .map(|(t, name)| Ok((name.clone(), to_ort(t)?)))
+                .collect::<Result<Vec<(String, DynValue)>, NnError>>()?;
+            result = result.and(run(session, values, &self.outputs).map(drop));
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(sessions);
+        self.returned.notify_all();
         result
     }
 }
@@ -215,7 +236,7 @@ fn run(
         .collect()
 }
 
-fn to_ort(t: Tensor) -> Result<DynValue, NnError> {
+fn to_ort(t: &Tensor) -> Result<DynValue, NnError> {
     fn value<T: Element + ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
         t: &Tensor,
     ) -> Result<DynValue, NnError> {
@@ -225,11 +246,11 @@ fn to_ort(t: Tensor) -> Result<DynValue, NnError> {
             .map_err(|e| NnError::new(ErrorKind::InvalidArgument, format!("onnxruntime: {e}")))
     }
     match t.dtype {
-        DType::F32 => value::<f32>(&t),
-        DType::F64 => value::<f64>(&t),
-        DType::I32 => value::<i32>(&t),
-        DType::I64 => value::<i64>(&t),
-        DType::U8 => value::<u8>(&t),
+        DType::F32 => value::<f32>(t),
+        DType::F64 => value::<f64>(t),
+        DType::I32 => value::<i32>(t),
+        DType::I64 => value::<i64>(t),
+        DType::U8 => value::<u8>(t),
         other => Err(NnError::new(
             ErrorKind::UnsupportedOperation,
             format!("onnxruntime backend: {other:?} tensors"),
