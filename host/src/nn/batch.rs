@@ -252,9 +252,8 @@ fn collect(q: &mut Queue, policy: BatchPolicy, busy: impl Fn() -> bool) -> Optio
 fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>, policy: BatchPolicy) {
     let started = Instant::now();
     let total: u32 = batch.iter().map(|p| p.items).sum();
-    let (inputs, callers) = merge(batch);
     let size = policy.padded(total as usize);
-    let inputs = inputs.into_iter().map(|t| pad(t, total as usize, size)).collect();
+    let (inputs, callers) = merge(batch, size);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(inputs)))
         .unwrap_or_else(|_| Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")));
     let ran = started.elapsed();
@@ -302,36 +301,44 @@ impl Caller {
     }
 }
 
-/// Concatenate each input along the first dimension, in caller order.
-fn merge(mut batch: Vec<Pending>) -> (Vec<Tensor>, Vec<Caller>) {
-    if batch.len() == 1 {
-        if let Some(p) = batch.pop() {
-            let caller = Caller {
-                items: p.items,
-                queued_at: p.queued_at,
-                reply: p.reply,
-            };
-            return (p.inputs, vec![caller]);
-        }
+/// Concatenate each input along the first dimension, in caller order, into tensors of `size`
+/// rows (zero rows after the callers' when padded).
+///
+/// Buffers are allocated zeroed and filled by slice copies: both stay memcpy-fast even in an
+/// unoptimised build, where element-wise loops over a 77 MB batch cost hundreds of ms.
+fn merge(mut batch: Vec<Pending>, size: usize) -> (Vec<Tensor>, Vec<Caller>) {
+    let total: usize = batch.iter().map(|p| p.items as usize).sum();
+    if batch.len() == 1
+        && size == total
+        && let Some(p) = batch.pop()
+    {
+        let caller = Caller {
+            items: p.items,
+            queued_at: p.queued_at,
+            reply: p.reply,
+        };
+        return (p.inputs, vec![caller]);
     }
-    let total: u32 = batch.iter().map(|p| p.items).sum();
     let mut merged: Vec<Tensor> = batch[0]
         .inputs
         .iter()
         .map(|t| {
+            let row = t.data.len() / t.dims[0].max(1) as usize;
             let mut dims = t.dims.clone();
-            dims[0] = total;
+            dims[0] = size as u32;
             Tensor {
                 dims,
                 dtype: t.dtype,
-                data: Vec::with_capacity(t.data.len() / t.dims[0].max(1) as usize * total as usize),
+                data: vec![0; row * size],
             }
         })
         .collect();
+    let mut at = vec![0usize; merged.len()];
     let mut callers = Vec::with_capacity(batch.len());
     for p in batch {
-        for (m, t) in merged.iter_mut().zip(&p.inputs) {
-            m.data.extend_from_slice(&t.data);
+        for ((m, t), at) in merged.iter_mut().zip(&p.inputs).zip(at.iter_mut()) {
+            m.data[*at..*at + t.data.len()].copy_from_slice(&t.data);
+            *at += t.data.len();
         }
         callers.push(Caller {
             items: p.items,
@@ -343,13 +350,19 @@ fn merge(mut batch: Vec<Pending>) -> (Vec<Tensor>, Vec<Caller>) {
 }
 
 /// `t` (whose first dimension is `items`) with zero rows added up to `size`.
-fn pad(mut t: Tensor, items: usize, size: usize) -> Tensor {
-    if size > items && items > 0 {
-        let row = t.data.len() / items;
-        t.data.resize(row * size, 0);
-        t.dims[0] = size as u32;
+fn pad(t: Tensor, items: usize, size: usize) -> Tensor {
+    if size <= items || items == 0 {
+        return t;
     }
-    t
+    let mut data = vec![0; t.data.len() / items * size];
+    data[..t.data.len()].copy_from_slice(&t.data);
+    let mut dims = t.dims;
+    dims[0] = size as u32;
+    Tensor {
+        dims,
+        dtype: t.dtype,
+        data,
+    }
 }
 
 /// Cut every output's first dimension (`total` rows, padding included) back into the
