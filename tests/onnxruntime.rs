@@ -102,19 +102,42 @@ fn resnet152_is_served_the_same_by_both_backends_and_labelled_random() {
 }
 
 #[test]
-fn auto_measures_both_backends_and_says_which_it_chose() {
-    let s = start("auto", &[]);
-    let log = s.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("model=efficientnet-lite0") && l.contains("model loaded"))
-        .unwrap_or_else(|| panic!("{log}"));
+fn auto_measures_both_backends_records_the_choice_and_lists_it() {
+    let record = root().join(".cache/backend-choices.toml");
+    let _ = std::fs::remove_file(&record);
+    let loaded = |s: &Server| {
+        let log = s.log();
+        log.lines()
+            .find(|l| l.contains("model=efficientnet-lite0") && l.contains("model loaded"))
+            .unwrap_or_else(|| panic!("{log}"))
+            .to_string()
+    };
+    let first = start("auto", &[]);
+    let line = loaded(&first);
     assert!(
-        line.contains("auto: tract") && line.contains("onnxruntime"),
+        line.contains("auto: tract") && line.contains("onnxruntime") && line.contains("(measured)"),
         "{line}"
     );
-    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    let (status, v) = first.post("/classify", "image/png", photo("chelsea.png"));
     assert_eq!(status, 200, "{v}");
+    drop(first);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains("[efficientnet-lite0]"), "{text}");
+
+    // The next start takes the recorded choice instead of loading and timing both.
+    let second = start("auto", &[]);
+    assert!(loaded(&second).contains("(recorded)"), "{}", loaded(&second));
+    let list = Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("efficientnet-lite0 "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains("(auto, measured)"), "{list}");
 }
 
 #[test]

@@ -116,6 +116,8 @@ struct Backends {
     choice: BackendChoice,
     device: Device,
     batching: Batching,
+    /// Where `auto` records its choices (see [`crate::choice`]).
+    project: std::path::PathBuf,
     /// ONNX Runtime, or why it is not available.
     onnxruntime: Result<OnnxRuntime, String>,
 }
@@ -146,6 +148,7 @@ pub fn configure_backends(choice: BackendChoice, device: Device, batching: Batch
         choice,
         device,
         batching,
+        project: project.to_path_buf(),
         onnxruntime,
     });
 }
@@ -162,7 +165,7 @@ pub fn load_model_bytes(entry: ModelEntry, bytes: &[u8]) -> anyhow::Result<Loade
 fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result<LoadedModel> {
     let t = Instant::now();
     let name = entry.card.name.clone();
-    let (backend, graph, why) = pick_backend(&entry, bytes)?;
+    let (backend, graph, why) = pick_backend(&entry, bytes, &digest)?;
     let on_gpu = backend == "onnxruntime" && BACKENDS.get().is_some_and(|b| b.device == Device::Gpu);
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
     let batcher = match batch_policy(&entry, on_gpu, batching)? {
@@ -251,7 +254,11 @@ pub fn batch_policy(
 }
 
 /// The backend for one model, its graph, and why it was chosen (for the log).
-fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static str, Arc<dyn Graph>, String)> {
+fn pick_backend(
+    entry: &ModelEntry,
+    bytes: &[u8],
+    digest: &str,
+) -> anyhow::Result<(&'static str, Arc<dyn Graph>, String)> {
     let name = &entry.card.name;
     let tract = |why: String| -> anyhow::Result<_> {
         let g = TractBackend
@@ -279,13 +286,25 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
         (Err(why), _) => return tract(format!("ONNX Runtime unavailable: {why}")),
         (Ok(ort), _) => ort,
     };
+    let auto_cpu = choice == BackendChoice::Auto && cfg.device == Device::Cpu;
+    let recorded = auto_cpu
+        .then(|| crate::choice::recorded(&cfg.project, name, digest))
+        .flatten();
+    if let Some(c) = &recorded
+        && c.backend == TractBackend.name()
+    {
+        return tract(format!("{} (recorded)", c.summary()));
+    }
     let ort_graph = ort
         .load_bytes(entry, bytes)
         .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
-    if choice == BackendChoice::OnnxRuntime || cfg.device == Device::Gpu {
+    if let Some(c) = recorded {
+        return Ok((ort.name(), ort_graph, format!("{} (recorded)", c.summary())));
+    }
+    if !auto_cpu {
         return Ok((ort.name(), ort_graph, "chosen".into()));
     }
-    // auto on CPU: time both on the same input and keep the faster.
+    // auto on CPU: time both on the same input, keep the faster, and record the outcome.
     let tract_graph = TractBackend
         .load_bytes(entry, bytes)
         .with_context(|| format!("loading model `{name}` with tract"))?;
@@ -299,12 +318,14 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8]) -> anyhow::Result<(&'static st
         Ok(t.elapsed().as_secs_f64() * 1e3 / 3.0)
     };
     let (ms_tract, ms_ort) = (time(&tract_graph)?, time(&ort_graph)?);
-    let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run");
-    Ok(if ms_ort < ms_tract {
+    let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run (measured)");
+    let picked = if ms_ort < ms_tract {
         (ort.name(), ort_graph, why)
     } else {
         (TractBackend.name(), tract_graph, why)
-    })
+    };
+    crate::choice::record(&cfg.project, name, digest, picked.0, ms_tract, ms_ort);
+    Ok(picked)
 }
 
 /// Zeros of every input's type and shape, the first dynamic dimension (the batch) at 1 and

@@ -12,6 +12,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod choice;
 pub mod index;
 pub mod locked;
 pub mod manifest;

@@ -291,7 +291,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let repo = Repository::new(models_dir.unwrap_or_else(|| default_models_dir(&manifest)));
             match command {
-                ModelsCommand::List => models_list(&repo),
+                ModelsCommand::List => models_list(&repo, &manifest_dir(&manifest)),
                 ModelsCommand::Check => models_check(&repo),
             }
         }
@@ -453,10 +453,10 @@ async fn shutdown_signal() {
     }
 }
 
-fn models_list(repo: &Repository) -> anyhow::Result<()> {
+fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
     println!(
-        "{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} LICENCE",
-        "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE"
+        "{:<22} {:<12} {:<6} {:<11} {:>9}  {:<8} {:<29} LICENCE",
+        "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE", "BACKEND"
     );
     for entry in repo.all()? {
         match entry {
@@ -466,14 +466,23 @@ fn models_list(repo: &Repository) -> anyhow::Result<()> {
                     Ok(md) => (format!("{:.1} MB", md.len() as f64 / 1e6), "present"),
                     Err(_) => ("-".into(), "MISSING"),
                 };
+                // A card's pin wins; else what `up --backend auto` measured last; else the flag.
+                let backend = match (&c.backend, scoria::choice::any(project, &c.name)) {
+                    (Some(b), _) => format!("{b} (model.toml)"),
+                    (None, Some(choice)) if choice.digest == c.sha256.to_ascii_lowercase() => {
+                        format!("{} (auto, measured)", choice.backend)
+                    }
+                    _ => "--backend".into(),
+                };
                 println!(
-                    "{:<22} {:<8} {:<6} {:<11} {:>9}  {:<8} {}",
+                    "{:<22} {:<12} {:<6} {:<11} {:>9}  {:<8} {:<29} {}",
                     c.name,
                     c.version,
                     format!("{:?}", c.format).to_lowercase(),
                     c.weights,
                     size,
                     status,
+                    backend,
                     c.licence
                 );
             }
