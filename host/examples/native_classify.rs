@@ -3,6 +3,7 @@
 //! in-process with no WebAssembly and no HTTP.
 //!
 //! Usage: native_classify <models-dir> <photo> <iterations> <seconds-per-concurrency> <c>...
+//! The model is `SCORIA_MODEL` (default efficientnet-lite0), the backend `SCORIA_BACKEND`.
 //! Prints one JSON object: per-stage p50s and total p50/p99 at concurrency 1, then
 //! throughput (images/s) at each concurrency given.
 
@@ -20,7 +21,8 @@ fn main() -> anyhow::Result<()> {
         "usage: native_classify <models-dir> <photo> <iterations> <seconds> <c>..."
     );
     support::configure_backend(&args[1])?;
-    let entry = Repository::new(&args[1]).get("efficientnet-lite0")?;
+    let model = std::env::var("SCORIA_MODEL").unwrap_or_else(|_| "efficientnet-lite0".into());
+    let entry = Repository::new(&args[1]).get(&model)?;
     let photo = std::fs::read(&args[2])?;
     let iterations: usize = args[3].parse()?;
     let seconds: f64 = args[4].parse()?;
@@ -82,7 +84,8 @@ fn pipeline(model: &LoadedModel, pre: &Preprocess, photo: &[u8]) -> anyhow::Resu
         dtype: scoria::models::DType::F32,
         data: bytes,
     };
-    let out = model.compute(vec![("input".into(), input)])?;
+    let name = model.entry.card.inputs[0].name.clone();
+    let out = model.compute(vec![(name, input)])?;
     let logits: Vec<f32> = out[0]
         .1
         .data

@@ -1,0 +1,106 @@
+"""CPU benchmark, three ways in one run: /classify through Scoria on tract and on ONNX Runtime,
+against ONNX Runtime (and tract) called natively in-process on the same photo with the same
+decode and preprocessing code (examples/native_classify), for EfficientNet-Lite0 and ResNet-152.
+Then `--backend auto`: which backend it picks, against the faster of the two measured here.
+
+Usage: cpu.py --bin-dir DIR --oha BIN [--photo F] [--models efficientnet-lite0,resnet152]
+Prints p50 latencies at concurrency 1 and the ratios; the target is Scoria on ONNX Runtime
+within 1.1x of native ONNX Runtime at p50.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, oha, scoria_up  # noqa: E402
+
+MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
+# Requests per measurement: enough for a stable p50 at each model's cost on 2 cores.
+REQUESTS = {"efficientnet-lite0": 200, "resnet152": 20}
+
+
+def native(bin_dir, model, backend, photo, n):
+    """p50 of decode + preprocess + inference, in-process, one at a time."""
+    out = subprocess.run(
+        [os.path.join(bin_dir, "examples", "native_classify"), os.path.join(ROOT, "models"), photo, str(n), "1", "1"],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "SCORIA_BACKEND": backend, "SCORIA_MODEL": model, "RUST_LOG": "warn"},
+    ).stdout
+    return json.loads(out)
+
+
+def served(bin_dir, oha_bin, model, backend, photo, n):
+    """p50 of /classify through `scoria up`, one request at a time, after a warm-up."""
+    manifest = os.path.join(ROOT, MANIFESTS[model])
+    with scoria_up(os.path.join(bin_dir, "scoria"), manifest, ["--backend", backend]) as base:
+        url = f"{base}/classify"
+        oha(oha_bin, url, photo, "image/jpeg", ["-n", str(max(n // 10, 3)), "-c", "1"])
+        d = oha(oha_bin, url, photo, "image/jpeg", ["-n", str(n), "-c", "1"])
+        return d["latencyPercentiles"]["p50"] * 1e3
+
+
+def auto_choice(bin_dir, model):
+    """The backend `--backend auto` serves `model` with, and why, from the host's log."""
+    manifest = os.path.join(ROOT, MANIFESTS[model])
+    proc = subprocess.Popen(
+        [os.path.join(bin_dir, "scoria"), "up", "--manifest", manifest, "--backend", "auto", "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "RUST_LOG": "info"})
+    try:
+        deadline = time.time() + 300
+        for line in proc.stderr:
+            if f"model={model}" in line and "model loaded" in line:
+                backend = line.split('backend="', 1)[1].split('"', 1)[0]
+                why = line.split("why=", 1)[1].split(" batching=", 1)[0].strip('"') if "why=" in line else ""
+                return backend, why
+            if time.time() > deadline:
+                break
+        sys.exit(f"scoria --backend auto did not load {model}")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True, help="folder holding scoria and examples/native_classify")
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
+    ap.add_argument("--models", default="efficientnet-lite0,resnet152")
+    a = ap.parse_args()
+    rows = []
+    for model in a.models.split(","):
+        n = REQUESTS[model]
+        nat_ort = native(a.bin_dir, model, "onnxruntime", a.photo, n)
+        nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
+        s_ort = served(a.bin_dir, a.oha, model, "onnxruntime", a.photo, n)
+        s_tract = served(a.bin_dir, a.oha, model, "tract", a.photo, n)
+        picked, why = auto_choice(a.bin_dir, model)
+        rows.append((model, nat_ort, nat_tract, s_ort, s_tract, picked, why))
+        print(f"{model}: done", flush=True)
+
+    print(f"\nphoto {os.path.relpath(a.photo, ROOT)}; {os.cpu_count()} CPUs; p50 at c=1 in ms "
+          "(decode + preprocess + inference; Scoria adds HTTP and the WebAssembly instance)")
+    print(f"{'model':<20}{'native ORT':>11}{'Scoria ORT':>11}{'ratio':>8}{'native tract':>13}"
+          f"{'Scoria tract':>13}{'ratio':>8}   auto")
+    for model, nat_ort, nat_tract, s_ort, s_tract, picked, why in rows:
+        n_ort, n_tract = nat_ort["total_ms_p50"], nat_tract["total_ms_p50"]
+        faster = "onnxruntime" if s_ort < s_tract else "tract"
+        verdict = "the faster" if picked == faster else f"NOT the faster ({faster})"
+        print(f"{model:<20}{n_ort:>11.2f}{s_ort:>11.2f}{s_ort / n_ort:>7.3f}x{n_tract:>13.2f}{s_tract:>13.2f}"
+              f"{s_tract / n_tract:>7.3f}x   {picked}: {verdict}; {why}")
+    print("\nnative ONNX Runtime p50 by stage (ms): decode, preprocess, inference")
+    for model, nat_ort, *_ in rows:
+        print(f"  {model}: {nat_ort['decode_ms_p50']:.2f}, {nat_ort['preprocess_ms_p50']:.2f}, "
+              f"{nat_ort['inference_ms_p50']:.2f}")
+    print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50")
+    for model, nat_ort, _, s_ort, *_ in rows:
+        ratio = s_ort / nat_ort["total_ms_p50"]
+        print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it")
+
+
+if __name__ == "__main__":
+    main()
