@@ -325,3 +325,36 @@ fn model_commands_list_and_check_the_repository() {
         "{text}"
     );
 }
+
+#[test]
+fn a_preprocessed_tensor_gets_the_answer_its_photo_gets() {
+    // The client preprocesses as the card says (the same `vision` code the function runs)
+    // and sends the float32 NCHW tensor, as a Triton or KServe client would.
+    let entry = scoria::models::Repository::new(root().join("models"))
+        .get("efficientnet-lite0")
+        .unwrap();
+    let pre: vision::Preprocess = entry.card.preprocess.clone().unwrap().try_into().unwrap();
+    let img = vision::decode(&photo("chelsea.png"), 40_000_000).unwrap();
+    let mut data = Vec::new();
+    vision::to_tensor(&img, &pre, &pre.affine().unwrap(), &mut data);
+    let tensor: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+
+    let s = Server::start("spin.toml", &[]);
+    let (status, from_photo) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{from_photo}");
+    let (status, from_tensor) = s.post("/classify", "application/x-tensor", tensor.clone());
+    assert_eq!(status, 200, "{from_tensor}");
+    assert_eq!(from_tensor["predictions"], from_photo["predictions"]);
+
+    // Two images in one tensor: a list of two answers.
+    let (status, two) = s.post("/classify", "application/x-tensor", [tensor.clone(), tensor.clone()].concat());
+    assert_eq!(status, 200, "{two}");
+    assert_eq!(two.as_array().map(Vec::len), Some(2), "{two}");
+
+    // A length that is not a whole number of images, or no image at all.
+    for body in [tensor[..tensor.len() - 4].to_vec(), Vec::new()] {
+        let (status, v) = s.post("/classify", "application/x-tensor", body);
+        assert_error(status, &v, 400, "invalid_tensor");
+    }
+    s.assert_alive();
+}

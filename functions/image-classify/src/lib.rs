@@ -219,7 +219,7 @@ fn decode_all(images: &Images, pre: &Preprocess) -> Result<(usize, Vec<f32>), Ap
 fn tensor_input(bytes: &[u8], crop: u32, max_images: usize) -> Result<(usize, Vec<f32>), ApiError> {
     let per_image = 3 * (crop as usize) * (crop as usize) * 4;
     let n = bytes.len() / per_image;
-    if bytes.len() % per_image != 0 || n == 0 || n > max_images {
+    if !bytes.len().is_multiple_of(per_image) || n == 0 || n > max_images {
         return Err(ApiError::bad_request(
             "invalid_tensor",
             format!(

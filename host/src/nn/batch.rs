@@ -121,37 +121,50 @@ impl Batcher {
         policy: BatchPolicy,
         probe: &[Tensor],
     ) -> Result<Self, NnError> {
-        if policy.pad {
-            let t = Instant::now();
-            for size in policy.sizes() {
-                let inputs = probe.iter().map(|t| pad(t.clone(), 1, size)).collect();
-                graph.warm(inputs).map_err(|e| {
-                    NnError::new(
-                        e.kind,
-                        format!("model `{model}`: warming batch size {size}: {}", e.message),
-                    )
-                })?;
-            }
-            tracing::info!(model, sizes = ?policy.sizes(), ms = t.elapsed().as_millis() as u64, "batch sizes warmed");
-        }
+        let t = Instant::now();
         let (submit, incoming) = std::sync::mpsc::channel();
         let queue = Arc::new(Mutex::new(Queue {
             incoming,
             held: VecDeque::new(),
         }));
         let running = Arc::new(Running::new(0));
-        for i in 0..policy.workers.max(1) {
+        // Each worker warms the padded sizes from its own thread before it serves: a GPU
+        // backend may keep per-thread state (CUDA handles) that is created on first use. One
+        // at a time, since warming takes every session.
+        let warming = Arc::new(Mutex::new(()));
+        let (warmed, warm_results) = std::sync::mpsc::channel::<Result<(), NnError>>();
+        let workers = policy.workers.max(1);
+        for i in 0..workers {
             let (queue, graph, name, running) =
                 (queue.clone(), graph.clone(), model.to_string(), running.clone());
+            let (warming, warmed) = (warming.clone(), warmed.clone());
+            let probe: Vec<Tensor> = if policy.pad { probe.to_vec() } else { Vec::new() };
             std::thread::Builder::new()
                 .name(format!("scoria-batch-{model}-{i}"))
-                .spawn(move || worker(&name, &queue, &running, graph.as_ref(), policy))
+                .spawn(move || {
+                    let result = {
+                        let _one_at_a_time = warming.lock().unwrap_or_else(|p| p.into_inner());
+                        warm(&name, graph.as_ref(), policy, &probe)
+                    };
+                    let ok = result.is_ok();
+                    let _ = warmed.send(result);
+                    if ok {
+                        worker(&name, &queue, &running, graph.as_ref(), policy);
+                    }
+                })
                 .map_err(|e| {
                     NnError::new(
                         ErrorKind::RuntimeError,
                         format!("cannot start a batch worker: {e}"),
                     )
                 })?;
+        }
+        drop(warmed);
+        for result in warm_results.iter().take(workers) {
+            result?;
+        }
+        if policy.pad {
+            tracing::info!(model, sizes = ?policy.sizes(), workers, ms = t.elapsed().as_millis() as u64, "batch sizes warmed");
         }
         Ok(Self { submit, policy })
     }
@@ -178,6 +191,23 @@ impl Batcher {
             .await
             .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch worker stopped"))?
     }
+}
+
+/// Run every padded size once (nothing without `pad`).
+fn warm(model: &str, graph: &dyn Graph, policy: BatchPolicy, probe: &[Tensor]) -> Result<(), NnError> {
+    if !policy.pad {
+        return Ok(());
+    }
+    for size in policy.sizes() {
+        let inputs = probe.iter().map(|t| pad(t.clone(), 1, size)).collect();
+        graph.warm(inputs).map_err(|e| {
+            NnError::new(
+                e.kind,
+                format!("model `{model}`: warming batch size {size}: {}", e.message),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// One worker: collect a batch (holding the queue, so collectors take turns), then run it.
@@ -254,9 +284,11 @@ fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>, policy: BatchPolicy)
     let total: u32 = batch.iter().map(|p| p.items).sum();
     let size = policy.padded(total as usize);
     let (inputs, callers) = merge(batch, size);
+    let merged = started.elapsed();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(inputs)))
         .unwrap_or_else(|_| Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")));
     let ran = started.elapsed();
+    tracing::debug!(model, items = total, size, ?merged, ?ran, "batch run");
     let counts: Vec<u32> = callers.iter().map(|c| c.items).collect();
     let split = result.and_then(|outputs| split(model, outputs, &counts, size as u32));
     let n = callers.len();
@@ -493,7 +525,7 @@ mod tests {
         let (good, bad) = (good.await.unwrap(), bad.await.unwrap());
         assert!(blocker.await.unwrap().is_ok());
         for r in [&good, &bad] {
-            let e = r.as_ref().err().expect("the merged run failed");
+            let e = r.as_ref().expect_err("the merged run failed");
             assert!(e.message.contains("negative input"), "{e}");
         }
         let (out, _) = b.compute(vec![rows(&[3.0, 4.0])]).await.unwrap();
