@@ -347,7 +347,11 @@ fn a_preprocessed_tensor_gets_the_answer_its_photo_gets() {
     assert_eq!(from_tensor["predictions"], from_photo["predictions"]);
 
     // Two images in one tensor: a list of two answers.
-    let (status, two) = s.post("/classify", "application/x-tensor", [tensor.clone(), tensor.clone()].concat());
+    let (status, two) = s.post(
+        "/classify",
+        "application/x-tensor",
+        [tensor.clone(), tensor.clone()].concat(),
+    );
     assert_eq!(status, 200, "{two}");
     assert_eq!(two.as_array().map(Vec::len), Some(2), "{two}");
 
