@@ -27,30 +27,7 @@ fn batched_models(dir: &Path) -> String {
     let card =
         format!("{card}\n[batching]\nenabled = true\nmax_batch = 8\nmax_queue_delay_ms = 100\npad = true\n");
     std::fs::write(dst.join("model.toml"), card).unwrap();
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "batched"
-[[trigger.scoria]]
-route = "/classify"
-component = "image-classify"
-[component.image-classify]
-source = "{wasm}"
-files = [{{ source = "{dst}", destination = "/models/efficientnet-lite0" }}]
-environment = {{ SCORIA_MODEL = "efficientnet-lite0" }}
-[component.image-classify.tool.scoria]
-models = ["efficientnet-lite0"]
-"#,
-            wasm = root()
-                .join("functions/target/wasm32-wasip2/release/image_classify.wasm")
-                .display(),
-            dst = dst.display(),
-        ),
-    )
-    .unwrap();
+    let manifest = classify_manifest(dir, &dir.join("models"), "efficientnet-lite0");
     manifest.display().to_string()
 }
 

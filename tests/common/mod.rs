@@ -187,6 +187,35 @@ models = ["all-minilm-l6-v2", "{index}"]
     manifest
 }
 
+/// Write `<dir>/spin.toml`: the image-classify function at `/classify` with `model` from the
+/// model repository `models`. Returns the manifest's path.
+pub fn classify_manifest(dir: &Path, models: &Path, model: &str) -> PathBuf {
+    let wasm = root().join("functions/target/wasm32-wasip2/release/image_classify.wasm");
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "classify-{model}"
+[[trigger.scoria]]
+route = "/classify"
+component = "image-classify"
+[component.image-classify]
+source = "{wasm}"
+files = [{{ source = "{models}/{model}", destination = "/models/{model}" }}]
+environment = {{ SCORIA_MODEL = "{model}" }}
+[component.image-classify.tool.scoria]
+models = ["{model}"]
+"#,
+            wasm = wasm.display(),
+            models = models.display(),
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
 /// A port nothing listens on yet.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
