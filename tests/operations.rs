@@ -277,14 +277,7 @@ fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         (r.status().as_u16(), r.text().unwrap())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    s.terminate();
     std::thread::sleep(Duration::from_millis(300));
 
     let addr = s.base.trim_start_matches("http://").to_string();

@@ -198,14 +198,7 @@ fn three_replicas_behind_haproxy_survive_a_kill_and_a_rolling_restart() {
     // 2. Rolling restart: SIGTERM, wait for the drain and exit, start the new one, wait until
     // it is ready and back in rotation, then the next.
     for i in 0..replicas.len() {
-        let pid = replicas[i].child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        replicas[i].terminate();
         let status = replicas[i].child.wait().unwrap();
         assert!(status.success(), "replica {i} exited with {status} after SIGTERM");
         replicas[i] = replica(ports[i]);

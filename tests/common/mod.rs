@@ -141,6 +141,13 @@ impl Server {
         panic!("no complete response: {}", String::from_utf8_lossy(&buf));
     }
 
+    /// Send SIGTERM, as Kubernetes does before stopping a pod.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
     pub fn assert_alive(&self) {
         let r = client().get(self.url("/healthz")).send().expect("host is down");
         assert_eq!(r.status(), 200);
