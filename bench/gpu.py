@@ -50,7 +50,9 @@ class Host:
             [scoria, "up", "--manifest", os.path.join(ROOT, manifest), "--device", device, "--batching", batching,
              "--backend", "onnxruntime",
              "--listen", f"127.0.0.1:{self.port}", "--max-concurrency", "512", "--max-queue", "4096"],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "info"})
+            stdout=self.log, stderr=subprocess.STDOUT,
+            # Per-run timings of the batcher (merge, backend) go to the log for diagnosis.
+            env={**os.environ, "RUST_LOG": "info,scoria::nn::batch=debug"})
         deadline = time.time() + 240
         while True:
             try:
