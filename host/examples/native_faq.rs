@@ -8,7 +8,7 @@
 //! throughput (questions/s) at each concurrency given.
 
 mod support;
-use scoria::models::{DType, Repository};
+use scoria::models::Repository;
 use scoria::nn::{LoadedModel, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,18 +102,9 @@ impl Pipeline {
         let t1 = Instant::now();
         let e = scoria::index::embed_encoded(&self.embedder, &enc, &self.pre).map_err(anyhow::Error::msg)?;
         let t2 = Instant::now();
-        let query = Tensor {
-            dims: vec![1, e.len() as u32],
-            dtype: DType::F32,
-            data: e.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        };
+        let query = Tensor::from_slice(vec![1, e.len() as u32], &e);
         let out = self.index.compute(vec![("query".into(), query)])?;
-        let scores: Vec<f32> = out[0]
-            .1
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let scores: Vec<f32> = out[0].1.to_vec();
         std::hint::black_box(text::top_k(&scores, 5));
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;

@@ -337,7 +337,7 @@ impl Caller {
 /// rows (zero rows after the callers' when padded).
 ///
 /// Buffers are allocated zeroed and filled by slice copies: both stay memcpy-fast even in an
-/// unoptimised build, where element-wise loops over a 77 MB batch cost hundreds of ms.
+/// barely optimised (dev) build, where element-wise loops over a 77 MB batch cost hundreds of ms.
 fn merge(mut batch: Vec<Pending>, size: usize) -> (Vec<Tensor>, Vec<Caller>) {
     let total: usize = batch.iter().map(|p| p.items as usize).sum();
     if batch.len() == 1
