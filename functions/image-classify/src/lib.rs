@@ -229,11 +229,7 @@ fn tensor_input(bytes: &[u8], crop: u32, max_images: usize) -> Result<(usize, Ve
             ),
         ));
     }
-    let data = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok((n, data))
+    Ok((n, scoria_guest::nn::f32_from_le_bytes(bytes)))
 }
 
 fn parse_json(body: &[u8], max_images: usize) -> Result<Images, ApiError> {
