@@ -133,15 +133,110 @@ pub fn to_tensor(img: &RgbImage, pre: &Preprocess, affine: &[(f32, f32); 3], out
 }
 
 /// Resize so the short side is `short` pixels (bilinear), then take a centred `crop` square.
+///
+/// The result is byte for byte what `image::imageops::resize` with `FilterType::Triangle`
+/// followed by `crop_imm` gives (the same taps, the same f32 operations in the same order),
+/// but only the pixels inside the crop are computed, on three channels instead of four: about
+/// a third of the work for a 256 -> 224 crop.
 pub fn resize_and_crop(img: &RgbImage, short: u32, crop: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let s = short.max(crop) as f64 / f64::from(w.min(h).max(1));
     let nw = ((f64::from(w) * s).round() as u32).max(crop);
     let nh = ((f64::from(h) * s).round() as u32).max(crop);
-    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
     let left = (nw - crop) / 2;
     let top = (nh - crop) / 2;
-    image::imageops::crop_imm(&resized, left, top, crop, crop).to_image()
+    if (nw, nh) == (w, h) || w == 0 || h == 0 {
+        // `resize` copies an image that already has the size (and cannot sample an empty one).
+        let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+        return image::imageops::crop_imm(&resized, left, top, crop, crop).to_image();
+    }
+    let rows = taps(h, nh, top, crop);
+    let cols = taps(w, nw, left, crop);
+    // The source columns the horizontal pass reads.
+    let x0 = cols.iter().map(|(start, _)| *start).min().unwrap_or(0) as usize;
+    let x1 = cols
+        .iter()
+        .map(|(start, ws)| *start as usize + ws.len())
+        .max()
+        .unwrap_or(0);
+    let span = x1 - x0;
+    let src = img.as_raw();
+    let stride = w as usize * 3;
+    // Vertical pass first, as `resize` does: the crop's rows, those columns, f32.
+    let mut tmp = vec![0f32; crop as usize * span * 3];
+    for (oy, (start, ws)) in rows.iter().enumerate() {
+        for x in x0..x1 {
+            let mut t = [0f32; 3];
+            for (i, &wt) in ws.iter().enumerate() {
+                let p = (*start as usize + i) * stride + x * 3;
+                for c in 0..3 {
+                    t[c] += f32::from(src[p + c]) * wt;
+                }
+            }
+            let q = (oy * span + (x - x0)) * 3;
+            tmp[q..q + 3].copy_from_slice(&t);
+        }
+    }
+    // Then the horizontal pass, rounded and clamped to u8 as `resize` does.
+    let mut out = RgbImage::new(crop, crop);
+    for (ox, (start, ws)) in cols.iter().enumerate() {
+        for oy in 0..crop as usize {
+            let mut t = [0f32; 3];
+            for (i, &wt) in ws.iter().enumerate() {
+                let q = (oy * span + (*start as usize - x0 + i)) * 3;
+                for c in 0..3 {
+                    t[c] += tmp[q + c] * wt;
+                }
+            }
+            let px = t.map(|v| clamp(v, 0.0, 255.0).round() as u8);
+            out.put_pixel(ox as u32, oy as u32, image::Rgb(px));
+        }
+    }
+    out
+}
+
+/// The Triangle filter's taps for output pixels `first..first + count` of a `src` -> `new`
+/// resize: for each, the first source pixel and the normalised weights, computed exactly as
+/// `image`'s `vertical_sample` and `horizontal_sample` do.
+fn taps(src: u32, new: u32, first: u32, count: u32) -> Vec<(u32, Vec<f32>)> {
+    let ratio = src as f32 / new as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = 1.0 * sratio;
+    (first..first + count)
+        .map(|o| {
+            let input = (o as f32 + 0.5) * ratio;
+            let left = clamp((input - support).floor() as i64, 0, i64::from(src) - 1) as u32;
+            let right = clamp(
+                (input + support).ceil() as i64,
+                i64::from(left) + 1,
+                i64::from(src),
+            ) as u32;
+            let input = input - 0.5;
+            let mut ws = Vec::with_capacity((right - left) as usize);
+            let mut sum = 0.0;
+            for i in left..right {
+                let x = ((i as f32 - input) / sratio).abs();
+                let w = if x < 1.0 { 1.0 - x } else { 0.0 };
+                ws.push(w);
+                sum += w;
+            }
+            for w in ws.iter_mut() {
+                *w /= sum;
+            }
+            (left, ws)
+        })
+        .collect()
+}
+
+/// `image`'s clamp: no panic when `lo > hi`, and the same answer for floats.
+fn clamp<T: PartialOrd>(a: T, lo: T, hi: T) -> T {
+    if a < lo {
+        lo
+    } else if a > hi {
+        hi
+    } else {
+        a
+    }
 }
 
 /// Numerically stable softmax.
@@ -222,6 +317,48 @@ mod tests {
         // The centre crop lands on the red band.
         for p in out.pixels() {
             assert!(p[0] > 200 && p[1] < 60, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn resize_and_crop_is_byte_for_byte_image_resize_then_crop() {
+        let reference = |img: &RgbImage, short: u32, crop: u32| {
+            let (w, h) = img.dimensions();
+            let s = short.max(crop) as f64 / f64::from(w.min(h).max(1));
+            let nw = ((f64::from(w) * s).round() as u32).max(crop);
+            let nh = ((f64::from(h) * s).round() as u32).max(crop);
+            let r = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            image::imageops::crop_imm(&r, (nw - crop) / 2, (nh - crop) / 2, crop, crop).to_image()
+        };
+        // Noise, so that every weight matters; down- and upscaling, portrait and landscape,
+        // odd sizes, and the size `resize` only copies.
+        let mut seed = 12345u32;
+        let mut noise = |w: u32, h: u32| {
+            RgbImage::from_fn(w, h, |_, _| {
+                let mut px = [0u8; 3];
+                for c in &mut px {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *c = (seed >> 24) as u8;
+                }
+                image::Rgb(px)
+            })
+        };
+        for (w, h, short, crop) in [
+            (451, 300, 256, 224),
+            (640, 427, 256, 224),
+            (512, 600, 256, 224),
+            (300, 300, 256, 224),
+            (224, 224, 256, 224),
+            (97, 61, 256, 224),
+            (256, 310, 256, 224),
+            (20, 10, 5, 2),
+            (1001, 333, 260, 260),
+        ] {
+            let img = noise(w, h);
+            assert!(
+                resize_and_crop(&img, short, crop) == reference(&img, short, crop),
+                "{w}x{h} -> short {short}, crop {crop}"
+            );
         }
     }
 
