@@ -218,12 +218,11 @@ pub fn batch_policy(
         Batching::Off => false,
         Batching::Auto => opts.enabled.unwrap_or(on_gpu),
     };
-    let card_tensors = entry.card.inputs.iter().chain(&entry.card.outputs);
-    let dynamic = card_tensors.clone().all(|s| s.shape.first() == Some(&-1));
     if !wanted {
         return Ok(None);
     }
-    if !dynamic {
+    let mut tensors = entry.card.inputs.iter().chain(&entry.card.outputs);
+    if !tensors.all(|s| s.shape.first() == Some(&-1)) {
         anyhow::ensure!(
             opts.enabled != Some(true) || batching == Batching::On,
             "{}: [batching] enabled = true, but not every input and output has a dynamic first \

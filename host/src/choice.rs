@@ -56,9 +56,9 @@ pub fn recorded(project: &Path, model: &str, digest: &str) -> Option<Choice> {
         .filter(|c| c.digest == digest && c.cpus == cpus())
 }
 
-/// Any recorded choice for `model`, whatever it was measured on (for `scoria models list`).
-pub fn any(project: &Path, model: &str) -> Option<Choice> {
-    read(&file(project)).remove(model)
+/// Every recorded choice, by model, whatever it was measured on (for `scoria models list`).
+pub fn all(project: &Path) -> BTreeMap<String, Choice> {
+    read(&file(project))
 }
 
 /// Record a measurement. Failing to write only costs a measurement at the next start.
@@ -97,6 +97,6 @@ mod tests {
         let c = recorded(dir.path(), "m", "aa").unwrap();
         assert_eq!((c.backend.as_str(), c.tract_ms), ("onnxruntime", 50.0));
         assert!(recorded(dir.path(), "m", "other weights").is_none());
-        assert_eq!(any(dir.path(), "n").unwrap().backend, "tract");
+        assert_eq!(all(dir.path())["n"].backend, "tract");
     }
 }

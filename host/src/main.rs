@@ -458,6 +458,7 @@ fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
         "{:<22} {:<12} {:<6} {:<11} {:>9}  {:<8} {:<29} LICENCE",
         "NAME", "VERSION", "FORMAT", "WEIGHTS", "SIZE", "FILE", "BACKEND"
     );
+    let choices = scoria::choice::all(project);
     for entry in repo.all()? {
         match entry {
             Ok(m) => {
@@ -467,7 +468,7 @@ fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
                     Err(_) => ("-".into(), "MISSING"),
                 };
                 // A card's pin wins; else what `up --backend auto` measured last; else the flag.
-                let backend = match (&c.backend, scoria::choice::any(project, &c.name)) {
+                let backend = match (&c.backend, choices.get(&c.name)) {
                     (Some(b), _) => format!("{b} (model.toml)"),
                     (None, Some(choice)) if choice.digest == c.sha256.to_ascii_lowercase() => {
                         format!("{} (auto, measured)", choice.backend)

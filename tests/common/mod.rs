@@ -166,10 +166,9 @@ impl Drop for Server {
 /// environment and `extra` appended. Returns the manifest's path.
 pub fn faq_manifest(dir: &Path, models: &Path, index: &str, extra_env: &str, extra: &str) -> PathBuf {
     let wasm = root().join("functions/target/wasm32-wasip2/release/faq_match.wasm");
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    write_manifest(
+        dir,
+        &format!(
             r#"spin_manifest_version = 2
 [application]
 name = "faq-{index}"
@@ -190,18 +189,15 @@ models = ["all-minilm-l6-v2", "{index}"]
             models = models.display(),
         ),
     )
-    .unwrap();
-    manifest
 }
 
 /// Write `<dir>/spin.toml`: the image-classify function at `/classify` with `model` from the
 /// model repository `models`. Returns the manifest's path.
 pub fn classify_manifest(dir: &Path, models: &Path, model: &str) -> PathBuf {
     let wasm = root().join("functions/target/wasm32-wasip2/release/image_classify.wasm");
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    write_manifest(
+        dir,
+        &format!(
             r#"spin_manifest_version = 2
 [application]
 name = "classify-{model}"
@@ -219,7 +215,12 @@ models = ["{model}"]
             models = models.display(),
         ),
     )
-    .unwrap();
+}
+
+/// Write `text` as `<dir>/spin.toml`; returns its path.
+fn write_manifest(dir: &Path, text: &str) -> PathBuf {
+    let manifest = dir.join("spin.toml");
+    std::fs::write(&manifest, text).unwrap();
     manifest
 }
 

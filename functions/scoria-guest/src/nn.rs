@@ -79,7 +79,7 @@ pub fn compute(model: &str, inputs: Vec<(String, Input)>) -> Result<Vec<(String,
                     format!("output `{name}` is not f32"),
                 ));
             }
-            let data = bytemuck::pod_collect_to_vec(&t.data());
+            let data = f32_from_le_bytes(&t.data());
             Ok((
                 name,
                 F32Tensor {

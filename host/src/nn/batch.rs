@@ -138,7 +138,7 @@ impl Batcher {
             let (queue, graph, name, running) =
                 (queue.clone(), graph.clone(), model.to_string(), running.clone());
             let (warming, warmed) = (warming.clone(), warmed.clone());
-            let probe: Vec<Tensor> = if policy.pad { probe.to_vec() } else { Vec::new() };
+            let probe = probe.to_vec();
             std::thread::Builder::new()
                 .name(format!("scoria-batch-{model}-{i}"))
                 .spawn(move || {
@@ -176,7 +176,7 @@ impl Batcher {
 
     /// Queue one compute (inputs validated, in the card's order) and wait for its rows.
     pub async fn compute(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, BatchRun), NnError> {
-        let items = inputs.first().and_then(|t| t.dims.first().copied()).unwrap_or(1);
+        let items = items(&inputs);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = Pending {
             inputs,
@@ -191,6 +191,11 @@ impl Batcher {
             .await
             .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch worker stopped"))?
     }
+}
+
+/// Items in one compute: the first input's first dimension.
+pub fn items(inputs: &[Tensor]) -> u32 {
+    inputs.first().and_then(|t| t.dims.first().copied()).unwrap_or(1)
 }
 
 /// Run every padded size once (nothing without `pad`).
@@ -467,6 +472,11 @@ mod tests {
     }
 
     fn batcher(max_batch: usize, delay_ms: u64) -> (Arc<Double>, Batcher) {
+        padded_batcher(max_batch, delay_ms, false)
+    }
+
+    /// One worker; with `pad`, warmed from a probe of one [1, 2] row.
+    fn padded_batcher(max_batch: usize, delay_ms: u64, pad: bool) -> (Arc<Double>, Batcher) {
         let g = Arc::new(Double {
             runs: Mutex::new(vec![]),
             running: AtomicUsize::new(0),
@@ -475,9 +485,9 @@ mod tests {
             max_batch,
             max_queue_delay: Duration::from_millis(delay_ms),
             workers: 1,
-            pad: false,
+            pad,
         };
-        let b = Batcher::start("double", g.clone(), policy, &[]).unwrap();
+        let b = Batcher::start("double", g.clone(), policy, &[rows(&[0.0, 0.0])]).unwrap();
         (g, b)
     }
 
@@ -577,17 +587,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn padded_batches_run_at_warmed_sizes_only() {
-        let g = Arc::new(Double {
-            runs: Mutex::new(vec![]),
-            running: AtomicUsize::new(0),
-        });
-        let policy = BatchPolicy {
-            max_batch: 8,
-            max_queue_delay: Duration::from_millis(50),
-            workers: 1,
-            pad: true,
-        };
-        let b = Arc::new(Batcher::start("double", g.clone(), policy, &[rows(&[0.0, 0.0])]).unwrap());
+        let (g, b) = padded_batcher(8, 50, true);
+        let b = Arc::new(b);
         assert_eq!(*g.runs.lock().unwrap(), vec![1, 2, 4, 8], "each size warmed once");
         let calls = (0..7).map(|i| {
             let b = b.clone();

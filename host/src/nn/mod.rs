@@ -68,6 +68,38 @@ macro_rules! element {
 }
 element!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u8 => U8);
 
+/// `$body` with the type `$t` bound to the [`Element`] type of `$dtype`, or `$fallback` for
+/// a dtype that has none (f16, bf16): the one place that maps dtypes to Rust types, for every
+/// backend's conversions.
+macro_rules! with_element {
+    ($dtype:expr, $t:ident => $body:expr, $other:pat => $fallback:expr) => {
+        match $dtype {
+            $crate::models::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            $crate::models::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            $crate::models::DType::I32 => {
+                type $t = i32;
+                $body
+            }
+            $crate::models::DType::I64 => {
+                type $t = i64;
+                $body
+            }
+            $crate::models::DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            $other => $fallback,
+        }
+    };
+}
+pub(crate) use with_element;
+
 impl Tensor {
     /// A tensor of `values` (row-major) with shape `dims`.
     pub fn from_slice<T: Element>(dims: Vec<u32>, values: &[T]) -> Self {

@@ -10,7 +10,7 @@
 //! inference thread unless its card's `[onnxruntime] sessions` says otherwise): concurrent
 //! computes on one model overlap instead of queueing on a lock.
 
-use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor};
+use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, with_element};
 use crate::models::{DType, Format, ModelEntry};
 use ort::ep::cuda::ConvAlgorithmSearch;
 use ort::session::Session;
@@ -96,36 +96,28 @@ impl Backend for OnnxRuntime {
         }
         let fail = |e: String| NnError::new(ErrorKind::RuntimeError, format!("{}: {e}", card.name));
         let opts = &card.onnxruntime;
-        let level = match opts.optimization.as_deref().unwrap_or("all") {
-            "disable" => GraphOptimizationLevel::Disable,
-            "basic" => GraphOptimizationLevel::Level1,
-            "extended" => GraphOptimizationLevel::Level2,
-            "all" => GraphOptimizationLevel::All,
-            other => {
-                return Err(NnError::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "{}: [onnxruntime] optimization = \"{other}\" is not one of disable, basic, extended, all",
-                        entry.dir.join("model.toml").display()
-                    ),
-                ));
-            }
-        };
+        let level = choose(
+            entry,
+            "optimization",
+            opts.optimization.as_deref().unwrap_or("all"),
+            &[
+                ("disable", GraphOptimizationLevel::Disable),
+                ("basic", GraphOptimizationLevel::Level1),
+                ("extended", GraphOptimizationLevel::Level2),
+                ("all", GraphOptimizationLevel::All),
+            ],
+        )?;
         let intra = opts.intra_threads.unwrap_or(1).max(1);
-        let search = match opts.cuda_conv_algo_search.as_deref().unwrap_or("heuristic") {
-            "heuristic" => ConvAlgorithmSearch::Heuristic,
-            "exhaustive" => ConvAlgorithmSearch::Exhaustive,
-            "default" => ConvAlgorithmSearch::Default,
-            other => {
-                return Err(NnError::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "{}: [onnxruntime] cuda_conv_algo_search = \"{other}\" is not one of heuristic, exhaustive, default",
-                        entry.dir.join("model.toml").display()
-                    ),
-                ));
-            }
-        };
+        let search = choose(
+            entry,
+            "cuda_conv_algo_search",
+            opts.cuda_conv_algo_search.as_deref().unwrap_or("heuristic"),
+            &[
+                ("heuristic", ConvAlgorithmSearch::Heuristic),
+                ("exhaustive", ConvAlgorithmSearch::Exhaustive),
+                ("default", ConvAlgorithmSearch::Default),
+            ],
+        )?;
         let cuda = ort::ep::CUDA::default()
             .with_conv_algorithm_search(search)
             .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false));
@@ -172,13 +164,40 @@ impl Backend for OnnxRuntime {
     }
 }
 
-impl Graph for OrtGraph {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
-        let values = inputs
+impl OrtGraph {
+    /// `inputs` named as the graph's inputs, as ONNX Runtime values.
+    fn values<'t>(&self, inputs: &'t [Tensor]) -> Result<Vec<(String, SessionInputValue<'t>)>, NnError> {
+        inputs
             .iter()
             .zip(&self.inputs)
             .map(|(t, name)| Ok((name.clone(), to_ort(t)?)))
-            .collect::<Result<Vec<(String, SessionInputValue<'_>)>, NnError>>()?;
+            .collect()
+    }
+}
+
+/// The value of the card's `[onnxruntime] key` among `options`, or an error naming the file,
+/// the key and the choices.
+fn choose<T: Clone>(entry: &ModelEntry, key: &str, value: &str, options: &[(&str, T)]) -> Result<T, NnError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            NnError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}: [onnxruntime] {key} = \"{value}\" is not one of {}",
+                    entry.dir.join("model.toml").display(),
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+impl Graph for OrtGraph {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+        let values = self.values(&inputs)?;
         let mut session = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -200,12 +219,13 @@ impl Graph for OrtGraph {
         let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         let mut result = Ok(());
         for session in &mut sessions {
-            let values = inputs
-                .iter()
-                .zip(&self.inputs)
-                .map(|(t, name)| Ok((name.clone(), to_ort(t)?)))
-                .collect::<Result<Vec<(String, SessionInputValue<'_>)>, NnError>>()?;
-            result = result.and(run(session, values, &self.outputs).map(drop));
+            // On failure, stop warming but still give every session back below.
+            result = self
+                .values(&inputs)
+                .and_then(|values| run(session, values, &self.outputs).map(drop));
+            if result.is_err() {
+                break;
+            }
         }
         self.idle
             .lock()
@@ -254,17 +274,10 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, NnError> {
                 .map_err(bad),
         }
     }
-    match t.dtype {
-        DType::F32 => value::<f32>(t),
-        DType::F64 => value::<f64>(t),
-        DType::I32 => value::<i32>(t),
-        DType::I64 => value::<i64>(t),
-        DType::U8 => value::<u8>(t),
-        other => Err(NnError::new(
-            ErrorKind::UnsupportedOperation,
-            format!("onnxruntime backend: {other:?} tensors"),
-        )),
-    }
+    with_element!(t.dtype, T => value::<T>(t), other => Err(NnError::new(
+        ErrorKind::UnsupportedOperation,
+        format!("onnxruntime backend: {other:?} tensors"),
+    )))
 }
 
 fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
@@ -277,12 +290,5 @@ fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
             data,
         ))
     }
-    match dtype {
-        DType::F32 => tensor::<f32>(v),
-        DType::F64 => tensor::<f64>(v),
-        DType::I32 => tensor::<i32>(v),
-        DType::I64 => tensor::<i64>(v),
-        DType::U8 => tensor::<u8>(v),
-        other => Err(ort::Error::new(format!("{other:?} outputs are not supported"))),
-    }
+    with_element!(dtype, T => tensor::<T>(v), other => Err(ort::Error::new(format!("{other:?} outputs are not supported"))))
 }

@@ -9,7 +9,7 @@
 //! built at load. Each `run` spawns its own state from a shared plan, so
 //! concurrent requests on one model never wait for each other.
 
-use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor};
+use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, with_element};
 use crate::models::{DType, Format, ModelEntry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -188,19 +188,7 @@ impl Graph for TractGraph {
 }
 
 fn datum_type(d: DType) -> Result<DatumType, NnError> {
-    Ok(match d {
-        DType::F32 => f32::datum_type(),
-        DType::F64 => f64::datum_type(),
-        DType::I32 => i32::datum_type(),
-        DType::I64 => i64::datum_type(),
-        DType::U8 => u8::datum_type(),
-        DType::F16 | DType::Bf16 => {
-            return Err(NnError::new(
-                ErrorKind::UnsupportedOperation,
-                format!("tract backend: {d:?} tensors"),
-            ));
-        }
-    })
+    with_element!(d, T => Ok(T::datum_type()), other => Err(unsupported(other)))
 }
 
 fn to_tract(t: Tensor) -> Result<TValue, NnError> {
@@ -210,19 +198,7 @@ fn to_tract(t: Tensor) -> Result<TValue, NnError> {
             .map(TractTensor::from)
             .map_err(|e| NnError::new(ErrorKind::InvalidArgument, e.to_string()))
     }
-    let tensor = match t.dtype {
-        DType::F32 => array::<f32>(&t)?,
-        DType::F64 => array::<f64>(&t)?,
-        DType::I32 => array::<i32>(&t)?,
-        DType::I64 => array::<i64>(&t)?,
-        DType::U8 => array::<u8>(&t)?,
-        other => {
-            return Err(NnError::new(
-                ErrorKind::UnsupportedOperation,
-                format!("tract backend: {other:?} tensors"),
-            ));
-        }
-    };
+    let tensor = with_element!(t.dtype, T => array::<T>(&t), other => Err(unsupported(other)))?;
     Ok(tensor.into_tvalue())
 }
 
@@ -247,17 +223,14 @@ fn from_tract(t: &TractTensor, dtype: DType) -> Result<Tensor, NnError> {
             None => Tensor::from_slice(dims, &view.iter().copied().collect::<Vec<T>>()),
         })
     }
-    match dtype {
-        DType::F32 => tensor::<f32>(t),
-        DType::F64 => tensor::<f64>(t),
-        DType::I32 => tensor::<i32>(t),
-        DType::I64 => tensor::<i64>(t),
-        DType::U8 => tensor::<u8>(t),
-        other => Err(NnError::new(
-            ErrorKind::UnsupportedOperation,
-            format!("tract backend: {other:?} tensors"),
-        )),
-    }
+    with_element!(dtype, T => tensor::<T>(t), other => Err(unsupported(other)))
+}
+
+fn unsupported(dtype: DType) -> NnError {
+    NnError::new(
+        ErrorKind::UnsupportedOperation,
+        format!("tract backend: {dtype:?} tensors"),
+    )
 }
 
 #[cfg(test)]

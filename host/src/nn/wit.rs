@@ -166,35 +166,30 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             tensors.push((name, self.table.delete(t)?));
         }
         let start = Instant::now();
-        let result = match &model.batcher {
-            Some(batcher) => match model.prepare(tensors) {
-                Ok(inputs) => batcher
-                    .compute(inputs)
-                    .await
-                    .map(|(outputs, run)| (run, model.name_outputs(outputs))),
-                Err(e) => Err(e),
-            },
-            None => {
-                let items = tensors
-                    .first()
-                    .and_then(|(_, t)| t.dims.first().copied())
-                    .unwrap_or(1);
-                let job = model.clone();
-                self.ctx
-                    .models
-                    .pool()
-                    .run(move || job.compute(tensors))
-                    .await
-                    .and_then(|(queued, r)| {
-                        let run = BatchRun {
-                            queued,
-                            ran: start.elapsed().saturating_sub(queued),
-                            items,
-                            leader: true,
-                        };
-                        r.map(|outputs| (run, outputs))
-                    })
+        let result = match model.prepare(tensors) {
+            Err(e) => Err(e),
+            Ok(inputs) => match &model.batcher {
+                Some(batcher) => batcher.compute(inputs).await,
+                None => {
+                    let items = super::batch::items(&inputs);
+                    let job = model.clone();
+                    self.ctx
+                        .models
+                        .pool()
+                        .run(move || job.graph.run(inputs))
+                        .await
+                        .and_then(|(queued, r)| {
+                            let run = BatchRun {
+                                queued,
+                                ran: start.elapsed().saturating_sub(queued),
+                                items,
+                                leader: true,
+                            };
+                            r.map(|outputs| (outputs, run))
+                        })
+                }
             }
+            .map(|(outputs, run)| (run, model.name_outputs(outputs))),
         };
         if let Some(t) = &self.ctx.timing {
             t.add(start.elapsed());
