@@ -74,11 +74,50 @@ class Host:
         self.log.close()
 
 
-def scoria_runs(a, variant, batching, plan, results, save):
+def merge_ms(log_path, offset):
+    """Mean time to merge a batch (ms) in the host's `batch run` debug lines after `offset`,
+    and the log's new end: how much of a run is the host's own copying."""
+    units = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        text = f.read()
+        end = f.tell()
+    merged = []
+    for line in text.splitlines():
+        if "batch run" in line and "merged=" in line:
+            value = line.split("merged=", 1)[1].split()[0]
+            num = value.rstrip("nsuµm")
+            merged.append(float(num) * units.get(value[len(num):], 0.0))
+    return (sum(merged) / len(merged) if merged else None), end
+
+
+def card_option(variant, section, line):
+    """Append `[section] line` to the model card for one host's life, restoring it after."""
+    card = os.path.join(ROOT, "models", "resnet152" if variant == "fp32" else "resnet152-fp16", "model.toml")
+    original = open(card).read()
+
+    class Restore:
+        def __enter__(self):
+            with open(card, "a") as f:
+                f.write(f"\n[{section}]\n{line}\n")
+
+        def __exit__(self, *exc):
+            with open(card, "w") as f:
+                f.write(original)
+
+    return Restore()
+
+
+def scoria_runs(a, variant, batching, search, plan, results, save):
     """One host; for each `(input, levels)` in `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
-    host = Host(a.scoria, manifest, batching, os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log"),
-                a.device)
+    name = f"{variant}/batching-{batching}/{search}"
+    log_path = os.path.join(a.out, f"scoria-{name.replace('/', '-')}.log")
+    with card_option(variant, "onnxruntime", f'cuda_conv_algo_search = "{search}"'):
+        started = time.time()
+        host = Host(a.scoria, manifest, batching, log_path, a.device)
+        results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)
+    offset = 0
     try:
         url = f"{host.base}/classify"
         for kind, levels in plan:
@@ -86,6 +125,7 @@ def scoria_runs(a, variant, batching, plan, results, save):
             for c in levels:
                 # Warm-up, and the queue of the previous level drained.
                 oha(a.oha, url, body, ctype, ["-z", "2s", "-w", "-c", str(c)])
+                _, offset = merge_ms(log_path, offset)
                 before = metrics(host.base)
                 d = oha(a.oha, url, body, ctype, ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
                 after = metrics(host.base)
@@ -93,12 +133,15 @@ def scoria_runs(a, variant, batching, plan, results, save):
                 runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
                 mean_batch = delta.get("scoria_batch_size_sum", 0.0) / runs
                 mean_run_ms = delta.get("scoria_inference_duration_seconds_sum", 0.0) / runs * 1e3
-                results["scoria"][f"{variant}/batching-{batching}/{kind}/c{c}"] = {
+                merge, offset = merge_ms(log_path, offset)
+                results["scoria"][f"{name}/{kind}/c{c}"] = {
                     "img_per_s": round(d["summary"]["requestsPerSec"], 1),
                     "p50_ms": round(d["latencyPercentiles"]["p50"] * 1e3, 2),
                     "p99_ms": round(d["latencyPercentiles"]["p99"] * 1e3, 2),
                     "mean_batch": round(mean_batch, 1),
                     "mean_run_ms": round(mean_run_ms, 2),
+                    # Of which the host's copying of the callers' inputs into one batch.
+                    "mean_merge_ms": round(merge, 2) if merge is not None else None,
                     # What one stream of runs of this size would sustain: the model's side.
                     "run_img_per_s": round(mean_batch / mean_run_ms * 1e3, 1) if mean_run_ms else None,
                     "mean_queue_ms": round(
@@ -120,7 +163,8 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="Python with onnxruntime-gpu, for the baseline")
     ap.add_argument("--quick", action="store_true",
                     help="the full matrix for fp16 tensors only; fp32 and JPEG at the ends")
-    ap.add_argument("--native-searches", default="exhaustive", help="cuDNN searches for the baseline, comma-separated")
+    ap.add_argument("--native-searches", default="exhaustive,heuristic",
+                    help="cuDNN searches for the baseline, comma-separated (Scoria's default is heuristic)")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                     help="cpu: a small dry run of this script on a machine without a GPU")
     a = ap.parse_args()
@@ -153,22 +197,26 @@ def main():
             print(f"native {variant} {search.lower()}: {r.stdout.strip()}", flush=True)
     full = [("tensor", concurrency), ("jpeg", concurrency)]
     ends = [concurrency[0], concurrency[-1]]
+    # (variant, batching, cuDNN search for Scoria's sessions): plan. The exhaustive search
+    # runs at load, over every padded batch size, so its cost shows in `ready_s`.
     plans = {
-        ("fp16", "on"): [("tensor", concurrency), ("jpeg", ends)] if a.quick else full,
-        ("fp16", "off"): [("tensor", concurrency), ("jpeg", ends[1:])] if a.quick else full,
-        ("fp32", "on"): [("tensor", ends)] if a.quick else full,
-        ("fp32", "off"): [("tensor", ends)] if a.quick else full,
+        ("fp16", "on", "heuristic"): [("tensor", concurrency), ("jpeg", ends)] if a.quick else full,
+        ("fp16", "on", "exhaustive"): [("tensor", concurrency)] if a.quick else full,
+        ("fp16", "off", "heuristic"): [("tensor", concurrency), ("jpeg", ends[1:])] if a.quick else full,
+        ("fp32", "on", "heuristic"): [("tensor", ends)] if a.quick else full,
+        ("fp32", "off", "heuristic"): [("tensor", ends)] if a.quick else full,
     }
-    for (variant, batching), plan in plans.items():
+    for (variant, batching, search), plan in plans.items():
+        name = f"{variant}/batching-{batching}/{search}"
         try:
-            scoria_runs(a, variant, batching, plan, results, save)
-            print(f"scoria {variant} batching {batching} done", flush=True)
+            scoria_runs(a, variant, batching, search, plan, results, save)
+            print(f"scoria {name} done", flush=True)
         except (SystemExit, subprocess.CalledProcessError, OSError) as e:
             # Keep what the other configurations measure; the log says what went wrong.
-            log = os.path.join(a.out, f"scoria-{variant}-batching-{batching}.log")
+            log = os.path.join(a.out, f"scoria-{name.replace('/', '-')}.log")
             tail = open(log).read()[-3000:] if os.path.exists(log) else ""
-            print(f"scoria {variant} batching {batching} failed: {e}\n{tail}", flush=True)
-            results["scoria"][f"{variant}/batching-{batching}/error"] = str(e)
+            print(f"scoria {name} failed: {e}\n{tail}", flush=True)
+            results["scoria"][f"{name}/error"] = str(e)
             save()
     report(results)
 
@@ -177,12 +225,15 @@ def report(results):
     print(f"\nResNet-152 on {gpu_name()}, photo {results['photo']}, {results['seconds']} s per level")
     print("native ONNX Runtime (Python, CUDA EP, host-to-device copy included):")
     for key, r in results["native"].items():
-        print(f"  {key:<16} batch 1 p50 {r['batch1']['p50_ms']:.2f} ms; {biggest(r)} {r[biggest(r)]['img_per_s']:.0f} img/s")
-    print(f"\n{'scoria':<38}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}{'run img/s':>10}   vs native")
+        two = f"; two sessions at once {r['batch128x2']['img_per_s']:.0f} img/s" if "batch128x2" in r else ""
+        print(f"  {key:<16} batch 1 p50 {r['batch1']['p50_ms']:.2f} ms; {biggest(r)} "
+              f"{r[biggest(r)]['img_per_s']:.0f} img/s{two}")
+    print(f"\n{'scoria':<44}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'run ms':>8}{'merge':>7}"
+          f"{'run img/s':>10}   vs native")
     for key, r in results["scoria"].items():
         variant = key.split("/")[0]
-        if key.endswith("/error"):
-            print(f"{key:<38}{r}")
+        if key.endswith("/error") or key.endswith("/ready_s"):
+            print(f"{key:<44}{r}")
             continue
         native = results["native"].get(f"{variant}/exhaustive")
         vs = ""
@@ -191,13 +242,14 @@ def report(results):
         elif native:
             vs = f"{r['img_per_s'] / native[biggest(native)]['img_per_s']:.2f}x {biggest(native)} throughput"
         run_rate = f"{r['run_img_per_s']:>10.0f}" if r.get("run_img_per_s") else f"{'-':>10}"
-        print(f"{key:<38}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
-              f"{r['mean_run_ms']:>8.2f}{run_rate}   {vs}")
+        merge = f"{r['mean_merge_ms']:>7.2f}" if r.get("mean_merge_ms") is not None else f"{'-':>7}"
+        print(f"{key:<44}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
+              f"{r['mean_run_ms']:>8.2f}{merge}{run_rate}   {vs}")
 
 
 def biggest(native):
     """The key of the largest batch the native run measured (`batch128` on a GPU)."""
-    return max((k for k in native if k.startswith("batch")), key=lambda k: int(k[5:]))
+    return max((k for k in native if k.startswith("batch") and k[5:].isdigit()), key=lambda k: int(k[5:]))
 
 
 def gpu_name():

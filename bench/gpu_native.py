@@ -4,11 +4,13 @@ included, as it is in Scoria).
 
 Usage: gpu_native.py <model.onnx> [--batches 1,8,64,128] [--seconds 3]
 Prints one JSON object: per batch size, p50 and p99 latency (ms) of one run and throughput
-(images/s) when runs follow each other.
+(images/s) when runs follow each other; then `batch128x2`: two sessions running batches of
+128 from two threads at once, as Scoria's two batch workers do.
 """
 
 import argparse
 import json
+import threading
 import time
 
 import numpy as np
@@ -45,7 +47,33 @@ def main():
             "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3, 3),
             "img_per_s": round(b * len(times) / sum(times), 1),
         }
+    if args.device == "gpu":
+        out["batch128x2"] = concurrent(args, providers, 128, 2, rng)
     print(json.dumps(out))
+
+
+def concurrent(args, providers, batch, streams, rng):
+    """Throughput of `streams` sessions each running `batch`-sized runs from its own thread."""
+    sessions = [ort.InferenceSession(args.model, providers=providers) for _ in range(streams)]
+    x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    for s in sessions:
+        for _ in range(3):
+            s.run(None, {"input": x})
+    counts = [0] * streams
+
+    def loop(i, end):
+        while time.perf_counter() < end:
+            sessions[i].run(None, {"input": x})
+            counts[i] += 1
+
+    start = time.perf_counter()
+    end = start + args.seconds
+    threads = [threading.Thread(target=loop, args=(i, end)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"img_per_s": round(batch * sum(counts) / (time.perf_counter() - start), 1)}
 
 
 if __name__ == "__main__":
