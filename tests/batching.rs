@@ -14,21 +14,10 @@ use std::path::Path;
 /// so that the concurrent requests below merge even on a busy 2-core machine, and a
 /// manifest in `dir` serving it at `/classify`. Returns the manifest.
 fn batched_models(dir: &Path) -> String {
-    let src = root().join("models/efficientnet-lite0");
-    let dst = dir.join("models/efficientnet-lite0");
-    // The ONNX Runtime library and the compile cache are looked up beside the manifest.
-    std::os::unix::fs::symlink(root().join(".cache"), dir.join(".cache")).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in ["efficientnet-lite0.onnx", "imagenet-labels.txt"] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
-    let card = std::fs::read_to_string(src.join("model.toml")).unwrap();
     // Padded as on a GPU: every run is at 1, 2, 4 or 8 items, each warmed on every session.
-    let card =
-        format!("{card}\n[batching]\nenabled = true\nmax_batch = 8\nmax_queue_delay_ms = 100\npad = true\n");
-    std::fs::write(dst.join("model.toml"), card).unwrap();
-    let manifest = classify_manifest(dir, &dir.join("models"), "efficientnet-lite0");
-    manifest.display().to_string()
+    classify_with_card(dir, |card| {
+        format!("{card}\n[batching]\nenabled = true\nmax_batch = 8\nmax_queue_delay_ms = 100\npad = true\n")
+    })
 }
 
 const PHOTOS: [(&str, &str); 4] = [

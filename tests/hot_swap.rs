@@ -420,6 +420,7 @@ fn a_bad_model_is_refused_and_model_rollback_restores_the_previous_version() {
     assert_eq!(entry["digest"], v["digest"]);
     assert_eq!(entry["previous_digest"], original_digest.as_str());
     assert_eq!(entry["backend"], "tract");
+    assert_eq!(entry["device"], "cpu");
 
     let (st, v) = parse(client().post(&rb).bearer_auth(TOKEN).send().unwrap());
     assert_eq!(st, 200, "{v}");

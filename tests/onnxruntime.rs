@@ -174,3 +174,85 @@ fn device_gpu_without_cuda_fails_clearly() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("CUDA"), "{err}");
 }
+
+/// The `model loaded` line of `model` in `s`'s log.
+fn loaded_line(s: &Server, model: &str) -> String {
+    let log = s.log();
+    log.lines()
+        .find(|l| l.contains(&format!("model={model} ")) && l.contains("model loaded"))
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string()
+}
+
+#[test]
+fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
+    // The host runs with its defaults (--backend tract, --device cpu), and this machine's
+    // ONNX Runtime has no CUDA: the model still serves, on ONNX Runtime's CPU provider, and
+    // the log says why.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_with_card(dir.path(), |card| format!("device = \"gpu\"\n{card}"));
+    let models = dir.path().join("models");
+    let s = Server::start_with_models(&manifest, &models, &[]);
+    let line = loaded_line(&s, "efficientnet-lite0");
+    assert!(
+        line.contains("backend=\"onnxruntime\"")
+            && line.contains("device=Cpu")
+            && line.contains("CUDA unavailable"),
+        "{line}"
+    );
+    let log = s.log();
+    assert!(
+        log.contains("`device = \"gpu\"`, but CUDA is unavailable")
+            && log.contains("the CUDA execution provider is not available"),
+        "{log}"
+    );
+    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{v}");
+    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+
+    let list = Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args(["models", "list", "--models-dir"])
+        .arg(&models)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("gpu (model.toml)"), "{list}");
+}
+
+#[test]
+fn a_card_pinned_to_onnxruntime_gets_it_without_any_flag() {
+    // `--backend tract` is the default; the card's pin wins, so ONNX Runtime is opened for it.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_with_card(dir.path(), |card| format!("backend = \"onnxruntime\"\n{card}"));
+    let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
+    let line = loaded_line(&s, "efficientnet-lite0");
+    assert!(
+        line.contains("backend=\"onnxruntime\"") && line.contains("why=chosen"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_card_asking_for_the_gpu_on_tract_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_with_card(dir.path(), |card| {
+        format!("device = \"gpu\"\nbackend = \"tract\"\n{card}")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args(["up", "--manifest", &manifest, "--models-dir"])
+        .arg(dir.path().join("models"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("efficientnet-lite0/model.toml")
+            && err.contains("`device = \"gpu\"`")
+            && err.contains("fix:"),
+        "{err}"
+    );
+}

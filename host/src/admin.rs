@@ -180,6 +180,7 @@ fn model_json(now: &LoadedModel, before: Option<&LoadedModel>) -> serde_json::Va
     serde_json::json!({
         "name": now.entry.card.name,
         "backend": now.backend,
+        "device": now.device,
         "digest": now.digest,
         "loaded_at": seconds(now.loaded_at),
         "previous_digest": before.map(|b| &b.digest),

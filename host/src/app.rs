@@ -10,7 +10,7 @@ use crate::models::{ModelEntry, Repository};
 use crate::nn::batch::{BatchPolicy, Batcher};
 use crate::nn::onnxruntime::{Device, OnnxRuntime, library_path};
 use crate::nn::tract::TractBackend;
-use crate::nn::{Backend, Graph, LoadedModel, ModelRegistry, Tensor};
+use crate::nn::{Backend, ErrorKind, Graph, LoadedModel, ModelRegistry, Tensor};
 use crate::runtime::{Function, Limits, Runtime};
 use anyhow::Context as _;
 use sha2::Digest as _;
@@ -114,43 +114,54 @@ pub enum Batching {
 /// The backends this process may use, set once at start-up by [`configure_backends`].
 struct Backends {
     choice: BackendChoice,
+    /// `--device`: where models run unless their card says otherwise.
     device: Device,
     batching: Batching,
-    /// Where `auto` records its choices (see [`crate::choice`]).
+    /// Where `auto` records its choices (see [`crate::choice`]), and where ONNX Runtime's
+    /// library is looked up.
     project: std::path::PathBuf,
-    /// ONNX Runtime, or why it is not available.
-    onnxruntime: Result<OnnxRuntime, String>,
+    /// ONNX Runtime on `device`, or why it is not available; opened at start-up when the
+    /// flags ask for it, else when the first card does.
+    onnxruntime: OnceLock<Result<OnnxRuntime, String>>,
+}
+
+impl Backends {
+    /// ONNX Runtime, opened on first use; the reason it is unavailable is logged once.
+    fn onnxruntime(&self) -> &Result<OnnxRuntime, String> {
+        self.onnxruntime.get_or_init(|| {
+            let device = self.device;
+            let opened = OnnxRuntime::open(
+                &library_path(&self.project),
+                device,
+                OnnxRuntime::default_sessions(device),
+            )
+            .map_err(|e| e.message);
+            if let Err(why) = &opened {
+                tracing::warn!(%why, "ONNX Runtime is unavailable; models load with tract");
+            }
+            opened
+        })
+    }
 }
 
 static BACKENDS: OnceLock<Backends> = OnceLock::new();
 
 /// Choose the backends for every model this process loads: `choice` unless a card names one,
-/// on `device`, with ONNX Runtime's library looked up beside `project` (see
-/// [`crate::nn::onnxruntime::library_path`]). Without this call, models load with tract.
+/// on `device` unless a card names one, with ONNX Runtime's library looked up beside
+/// `project` (see [`crate::nn::onnxruntime::library_path`]). Without this call, models load
+/// with tract.
 pub fn configure_backends(choice: BackendChoice, device: Device, batching: Batching, project: &Path) {
-    let needs_ort = choice != BackendChoice::Tract || device == Device::Gpu;
-    let onnxruntime = if needs_ort {
-        // On a GPU each session holds the weights in GPU memory, and a few keep it busy.
-        let sessions = match device {
-            Device::Gpu => 4,
-            Device::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        };
-        OnnxRuntime::open(&library_path(project), device, sessions).map_err(|e| e.message)
-    } else {
-        Err("not requested (--backend tract)".into())
-    };
-    if let Err(why) = &onnxruntime
-        && needs_ort
-    {
-        tracing::warn!(%why, "ONNX Runtime is unavailable; models load with tract");
-    }
-    let _ = BACKENDS.set(Backends {
+    let backends = BACKENDS.get_or_init(|| Backends {
         choice,
         device,
         batching,
         project: project.to_path_buf(),
-        onnxruntime,
+        onnxruntime: OnceLock::new(),
     });
+    // When the flags ask for ONNX Runtime, say at start-up whether it is there.
+    if choice != BackendChoice::Tract || device == Device::Gpu {
+        let _ = backends.onnxruntime();
+    }
 }
 
 /// Load `bytes` as the weights of the model `entry` describes (its card's tensors), with the
@@ -165,8 +176,13 @@ pub fn load_model_bytes(entry: ModelEntry, bytes: &[u8]) -> anyhow::Result<Loade
 fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result<LoadedModel> {
     let t = Instant::now();
     let name = entry.card.name.clone();
-    let (backend, graph, why) = pick_backend(&entry, bytes, &digest)?;
-    let on_gpu = backend == "onnxruntime" && BACKENDS.get().is_some_and(|b| b.device == Device::Gpu);
+    let Picked {
+        backend,
+        graph,
+        why,
+        device,
+    } = pick_backend(&entry, bytes, &digest)?;
+    let on_gpu = device == Device::Gpu;
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
     let batcher = match batch_policy(&entry, on_gpu, batching)? {
         Some(policy) => Some(Batcher::start(
@@ -187,6 +203,7 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     tracing::info!(
         model = %name,
         backend,
+        device = ?device,
         %why,
         batching = batch.as_deref().unwrap_or("off"),
         digest = %&digest[..12],
@@ -196,6 +213,7 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     Ok(LoadedModel {
         entry,
         backend,
+        device,
         graph,
         digest,
         loaded_at: std::time::SystemTime::now(),
@@ -252,40 +270,101 @@ pub fn batch_policy(
     }))
 }
 
-/// The backend for one model, its graph, and why it was chosen (for the log).
-fn pick_backend(
-    entry: &ModelEntry,
-    bytes: &[u8],
-    digest: &str,
-) -> anyhow::Result<(&'static str, Arc<dyn Graph>, String)> {
+/// What [`pick_backend`] chose for one model.
+struct Picked {
+    backend: &'static str,
+    graph: Arc<dyn Graph>,
+    /// Why, for the log.
+    why: String,
+    /// Where the graph runs: the GPU only for ONNX Runtime with CUDA.
+    device: Device,
+}
+
+/// The backend and device for one model, and its graph.
+///
+/// The card's `backend` and `device` win over the flags. A model on the GPU runs on ONNX
+/// Runtime with CUDA. When a card asks for the GPU on a `--device cpu` host without CUDA,
+/// the model falls back to the CPU with a warning (a developer's machine); when the host
+/// itself runs with `--device gpu`, a missing CUDA stops it (a misconfigured GPU pod).
+fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Result<Picked> {
     let name = &entry.card.name;
+    let card_file = || entry.dir.join("model.toml").display().to_string();
     let tract = |why: String| -> anyhow::Result<_> {
         let g = TractBackend
             .load_bytes(entry, bytes)
             .with_context(|| format!("loading model `{name}` with tract"))?;
-        Ok((TractBackend.name(), g, why))
+        Ok(Picked {
+            backend: TractBackend.name(),
+            graph: g,
+            why,
+            device: Device::Cpu,
+        })
     };
     let Some(cfg) = BACKENDS.get() else {
         return tract("default".into());
     };
-    let choice = match entry.card.backend.as_deref() {
-        Some(b) => b
-            .parse::<BackendChoice>()
-            .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", entry.dir.join("model.toml").display()))?,
-        // A GPU pod has the GPU: every model not pinned to tract runs on CUDA.
-        None if cfg.device == Device::Gpu => BackendChoice::OnnxRuntime,
+    let device = entry.card.device.unwrap_or(cfg.device);
+    let pinned = match entry.card.backend.as_deref() {
+        Some(b) => Some(
+            b.parse::<BackendChoice>()
+                .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", card_file()))?,
+        ),
+        None => None,
+    };
+    anyhow::ensure!(
+        !(entry.card.device == Some(Device::Gpu) && pinned == Some(BackendChoice::Tract)),
+        "{}: `device = \"gpu\"` needs ONNX Runtime, but `backend = \"tract\"` runs on the CPU only; \
+         fix: remove one of the two",
+        card_file()
+    );
+    let choice = match pinned {
+        Some(b) => b,
+        // A model on the GPU runs on CUDA unless pinned to tract.
+        None if device == Device::Gpu => BackendChoice::OnnxRuntime,
         None => cfg.choice,
     };
-    let ort = match (&cfg.onnxruntime, choice) {
+    let ort = match (cfg.onnxruntime(), choice) {
         (_, BackendChoice::Tract) => return tract("chosen".into()),
         // Quietly serving a GPU pod's models on its CPU would hide the misconfiguration.
-        (Err(why), _) if cfg.device == Device::Gpu => {
+        (Err(why), _) if device == Device::Gpu && cfg.device == Device::Gpu => {
             anyhow::bail!("model `{name}`: --device gpu needs ONNX Runtime with CUDA: {why}")
         }
         (Err(why), _) => return tract(format!("ONNX Runtime unavailable: {why}")),
-        (Ok(ort), _) => ort,
+        (Ok(ort), _) => ort.on(device),
     };
-    let auto_cpu = choice == BackendChoice::Auto && cfg.device == Device::Cpu;
+    if device == Device::Gpu {
+        match ort.load_bytes(entry, bytes) {
+            Ok(graph) => {
+                return Ok(Picked {
+                    backend: ort.name(),
+                    graph,
+                    why: "chosen".into(),
+                    device,
+                });
+            }
+            // Only the card asked: serve on the CPU rather than not at all.
+            Err(e) if e.kind == ErrorKind::UnsupportedOperation && cfg.device == Device::Cpu => {
+                tracing::warn!(
+                    model = %name,
+                    why = %e.message,
+                    "{}: `device = \"gpu\"`, but CUDA is unavailable; the model runs on the CPU",
+                    card_file()
+                );
+                let graph = ort
+                    .on(Device::Cpu)
+                    .load_bytes(entry, bytes)
+                    .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
+                return Ok(Picked {
+                    backend: ort.name(),
+                    graph,
+                    why: "card asks for the GPU; CUDA unavailable, on the CPU".into(),
+                    device: Device::Cpu,
+                });
+            }
+            Err(e) => return Err(e).with_context(|| format!("loading model `{name}` with onnxruntime")),
+        }
+    }
+    let auto_cpu = choice == BackendChoice::Auto;
     let recorded = auto_cpu
         .then(|| crate::choice::recorded(&cfg.project, name, digest))
         .flatten();
@@ -297,11 +376,21 @@ fn pick_backend(
     let ort_graph = ort
         .load_bytes(entry, bytes)
         .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
+    let on_cpu = |backend, graph, why| Picked {
+        backend,
+        graph,
+        why,
+        device: Device::Cpu,
+    };
     if let Some(c) = recorded {
-        return Ok((ort.name(), ort_graph, format!("{} (recorded)", c.summary())));
+        return Ok(on_cpu(
+            ort.name(),
+            ort_graph,
+            format!("{} (recorded)", c.summary()),
+        ));
     }
     if !auto_cpu {
-        return Ok((ort.name(), ort_graph, "chosen".into()));
+        return Ok(on_cpu(ort.name(), ort_graph, "chosen".into()));
     }
     // auto on CPU: time both on the same input, keep the faster, and record the outcome.
     let tract_graph = TractBackend
@@ -319,11 +408,11 @@ fn pick_backend(
     let (ms_tract, ms_ort) = (time(&tract_graph)?, time(&ort_graph)?);
     let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run (measured)");
     let picked = if ms_ort < ms_tract {
-        (ort.name(), ort_graph, why)
+        on_cpu(ort.name(), ort_graph, why)
     } else {
-        (TractBackend.name(), tract_graph, why)
+        on_cpu(TractBackend.name(), tract_graph, why)
     };
-    crate::choice::record(&cfg.project, name, digest, picked.0, ms_tract, ms_ort);
+    crate::choice::record(&cfg.project, name, digest, picked.backend, ms_tract, ms_ort);
     Ok(picked)
 }
 

@@ -475,6 +475,11 @@ fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
                     }
                     _ => "--backend".into(),
                 };
+                let backend = match c.device {
+                    Some(scoria::models::Device::Gpu) => format!("{backend}, gpu (model.toml)"),
+                    Some(scoria::models::Device::Cpu) => format!("{backend}, cpu (model.toml)"),
+                    None => backend,
+                };
                 println!(
                     "{:<22} {:<12} {:<6} {:<11} {:>9}  {:<8} {:<29} {}",
                     c.name,

@@ -66,6 +66,15 @@ impl DType {
     }
 }
 
+/// Where a model runs: `gpu` is ONNX Runtime's CUDA execution provider. The host's
+/// `--device` sets it for every model; a card's `device` sets it for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
 /// One input or output of a graph. A negative dimension is dynamic (any size).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +120,11 @@ pub struct ModelCard {
     /// Optional: `tract` or `onnxruntime` for this model, whatever `--backend` says.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Optional: `gpu` runs this model on ONNX Runtime with CUDA even on a `--device cpu`
+    /// host (it falls back to the CPU, with a warning, where CUDA is unavailable); `cpu`
+    /// keeps it off the GPU on a `--device gpu` host (a model too small to gain from it).
+    #[serde(default)]
+    pub device: Option<Device>,
     /// Optional ONNX Runtime session settings for this model.
     #[serde(default)]
     pub onnxruntime: OrtOptions,

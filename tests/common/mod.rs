@@ -217,6 +217,23 @@ models = ["{model}"]
     )
 }
 
+/// A copy of the EfficientNet-Lite0 folder in `<dir>/models` whose card is `edit`ed, and a
+/// manifest in `dir` serving it at `/classify`. Returns the manifest's path. The ONNX Runtime
+/// library and the compile cache are found through a `.cache` link beside it.
+pub fn classify_with_card(dir: &Path, edit: impl FnOnce(String) -> String) -> String {
+    let src = root().join("models/efficientnet-lite0");
+    let dst = dir.join("models/efficientnet-lite0");
+    std::os::unix::fs::symlink(root().join(".cache"), dir.join(".cache")).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["efficientnet-lite0.onnx", "imagenet-labels.txt"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let card = std::fs::read_to_string(src.join("model.toml")).unwrap();
+    std::fs::write(dst.join("model.toml"), edit(card)).unwrap();
+    let manifest = classify_manifest(dir, &dir.join("models"), "efficientnet-lite0");
+    manifest.display().to_string()
+}
+
 /// Write `text` as `<dir>/spin.toml`; returns its path.
 fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     let manifest = dir.join("spin.toml");

@@ -142,6 +142,8 @@ pub trait Backend: Send + Sync {
 pub struct LoadedModel {
     pub entry: ModelEntry,
     pub backend: &'static str,
+    /// Where the graph runs (the GPU only with ONNX Runtime's CUDA provider).
+    pub device: crate::models::Device,
     pub graph: Arc<dyn Graph>,
     /// sha256 of the weights this graph was loaded from, to tell versions apart.
     pub digest: String,

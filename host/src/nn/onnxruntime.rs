@@ -1,5 +1,6 @@
 //! The ONNX Runtime backend, through the `ort` crate with the shared library loaded at run
-//! time (`load-dynamic`): the CPU execution provider everywhere, CUDA with `--device gpu`.
+//! time (`load-dynamic`): the CPU execution provider everywhere, CUDA for a model on the GPU
+//! (`--device gpu`, or the card's `device = "gpu"`).
 //!
 //! The library comes from the PyPI wheel `onnxruntime` (`./dev setup` extracts it into
 //! `.cache/onnxruntime/`); `ORT_DYLIB_PATH` overrides where it is looked for. When it is
@@ -20,15 +21,10 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-/// Where the host runs models: `gpu` asks for the CUDA execution provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Gpu,
-}
+pub use crate::models::Device;
 
-/// ONNX Runtime, once its shared library is loaded.
-#[derive(Debug)]
+/// ONNX Runtime, once its shared library is loaded, building sessions for one device.
+#[derive(Debug, Clone)]
 pub struct OnnxRuntime {
     env: Arc<ort::environment::Environment>,
     device: Device,
@@ -70,6 +66,29 @@ impl OnnxRuntime {
             device,
             sessions: sessions.max(1),
         })
+    }
+
+    /// Sessions per model when a card does not say: on a GPU each holds the weights in GPU
+    /// memory and a few keep it busy; on CPU, one per core, each running on one thread.
+    pub fn default_sessions(device: Device) -> usize {
+        match device {
+            Device::Gpu => 4,
+            Device::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+
+    /// The same runtime building sessions for `device`, with that device's default sessions.
+    pub fn on(&self, device: Device) -> Self {
+        Self {
+            env: self.env.clone(),
+            device,
+            sessions: Self::default_sessions(device),
+        }
+    }
+
+    /// The device this runtime builds sessions for.
+    pub fn device(&self) -> Device {
+        self.device
     }
 }
 
@@ -130,7 +149,13 @@ impl Backend for OnnxRuntime {
             if self.device == Device::Gpu {
                 builder = builder
                     .with_execution_providers([cuda.clone().build().error_on_failure()])
-                    .map_err(|e| fail(format!("the CUDA execution provider is not available: {e}")))?;
+                    .map_err(|e| {
+                        // Its own kind, so that a card's request for the GPU can fall back.
+                        NnError::new(
+                            ErrorKind::UnsupportedOperation,
+                            format!("{}: the CUDA execution provider is not available: {e}", card.name),
+                        )
+                    })?;
             }
             let session = builder
                 .commit_from_memory(bytes)

@@ -263,6 +263,7 @@ mod tests {
             licence: "test".into(),
             max_plans: Some(max_plans),
             backend: None,
+            device: None,
             onnxruntime: Default::default(),
             batching: Default::default(),
         };
