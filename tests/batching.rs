@@ -138,21 +138,7 @@ fn a_card_that_asks_for_batching_on_a_fixed_batch_dimension_is_refused() {
         .unwrap()
         .replace("shape = [-1, 3, 224, 224]", "shape = [1, 3, 224, 224]");
     std::fs::write(&card, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scoria"))
-        .current_dir(root())
-        .args([
-            "up",
-            "--manifest",
-            &manifest,
-            "--backend",
-            "onnxruntime",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start(&manifest, &["--backend", "onnxruntime"]);
     assert!(
         err.contains("model.toml") && err.contains("[batching] enabled = true") && err.contains("fix:"),
         "{err}"

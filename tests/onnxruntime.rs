@@ -164,14 +164,7 @@ fn a_missing_library_is_reported_and_tract_keeps_serving() {
 fn device_gpu_without_cuda_fails_clearly() {
     // This machine's ONNX Runtime is the CPU build: asking for CUDA must stop the host with
     // the reason, not serve a GPU pod's models on its CPU.
-    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
-        .current_dir(root())
-        .args(["up", "--manifest", "spin.toml", "--device", "gpu", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start("spin.toml", &["--device", "gpu"]);
     assert!(err.contains("CUDA"), "{err}");
 }
 
@@ -239,16 +232,7 @@ fn a_card_asking_for_the_gpu_on_tract_is_refused_with_the_fix() {
     let manifest = classify_with_card(dir.path(), |card| {
         format!("device = \"gpu\"\nbackend = \"tract\"\n{card}")
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
-        .current_dir(root())
-        .args(["up", "--manifest", &manifest, "--models-dir"])
-        .arg(dir.path().join("models"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start(&manifest, &[]);
     assert!(
         err.contains("efficientnet-lite0/model.toml")
             && err.contains("`device = \"gpu\"`")

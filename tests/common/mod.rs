@@ -234,6 +234,24 @@ pub fn classify_with_card(dir: &Path, edit: impl FnOnce(String) -> String) -> St
     manifest.display().to_string()
 }
 
+/// Run `scoria up` on `manifest` with `extra` flags, expecting it to refuse to start; returns
+/// what it wrote to stderr (the reason).
+pub fn refused_start(manifest: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
+        .current_dir(root())
+        .args(["up", "--manifest", manifest, "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "scoria up should have refused to start:\n{err}"
+    );
+    err
+}
+
 /// Write `text` as `<dir>/spin.toml`; returns its path.
 fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     let manifest = dir.join("spin.toml");
