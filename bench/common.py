@@ -44,6 +44,21 @@ def scoria_up(scoria_bin, manifest=None, extra=()):
         server.wait()
 
 
+@contextlib.contextmanager
+def card_table(model, section, lines):
+    """`models/<model>/model.toml` with `[section]` and `lines` appended until the block ends."""
+    card = os.path.join(ROOT, "models", model, "model.toml")
+    with open(card) as f:
+        original = f.read()
+    try:
+        with open(card, "a") as f:
+            f.write(f"\n[{section}]\n" + "".join(f"{line}\n" for line in lines))
+        yield
+    finally:
+        with open(card, "w") as f:
+            f.write(original)
+
+
 def oha(oha_bin, url, body_file, content_type, extra):
     """One oha run; exits if any request failed."""
     out = subprocess.run(

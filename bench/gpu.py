@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, free_port, oha  # noqa: E402
+from common import ROOT, card_table, free_port, oha  # noqa: E402
 
 CONCURRENCY = [1, 8, 64, 256]
 
@@ -91,29 +91,13 @@ def merge_ms(log_path, offset):
     return (sum(merged) / len(merged) if merged else None), end
 
 
-def card_option(variant, section, line):
-    """Append `[section] line` to the model card for one host's life, restoring it after."""
-    card = os.path.join(ROOT, "models", "resnet152" if variant == "fp32" else "resnet152-fp16", "model.toml")
-    original = open(card).read()
-
-    class Restore:
-        def __enter__(self):
-            with open(card, "a") as f:
-                f.write(f"\n[{section}]\n{line}\n")
-
-        def __exit__(self, *exc):
-            with open(card, "w") as f:
-                f.write(original)
-
-    return Restore()
-
-
 def scoria_runs(a, variant, batching, search, plan, results, save):
     """One host; for each `(input, levels)` in `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
     name = f"{variant}/batching-{batching}/{search}"
     log_path = os.path.join(a.out, f"scoria-{name.replace('/', '-')}.log")
-    with card_option(variant, "onnxruntime", f'cuda_conv_algo_search = "{search}"'):
+    model = "resnet152" if variant == "fp32" else "resnet152-fp16"
+    with card_table(model, "onnxruntime", [f'cuda_conv_algo_search = "{search}"']):
         started = time.time()
         host = Host(a.scoria, manifest, batching, log_path, a.device)
         results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)

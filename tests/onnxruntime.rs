@@ -216,14 +216,20 @@ fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
 #[test]
 fn a_card_pinned_to_onnxruntime_gets_it_without_any_flag() {
     // `--backend tract` is the default; the card's pin wins, so ONNX Runtime is opened for it.
+    // One session on ONNX Runtime's own thread count (0), as Triton runs it, serves too.
     let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_with_card(dir.path(), |card| format!("backend = \"onnxruntime\"\n{card}"));
+    let manifest = classify_with_card(dir.path(), |card| {
+        format!("backend = \"onnxruntime\"\n{card}\n[onnxruntime]\nsessions = 1\nintra_threads = 0\n")
+    });
     let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
     let line = loaded_line(&s, "efficientnet-lite0");
     assert!(
         line.contains("backend=\"onnxruntime\"") && line.contains("why=chosen"),
         "{line}"
     );
+    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{v}");
+    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
 }
 
 #[test]

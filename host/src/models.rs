@@ -161,7 +161,8 @@ pub struct BatchOptions {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrtOptions {
-    /// Threads one compute may use (default 1: concurrency comes from several sessions).
+    /// Threads one compute may use (default 1: concurrency comes from several sessions; 0:
+    /// ONNX Runtime's own default, every physical core). See `./dev bench threads`.
     #[serde(default)]
     pub intra_threads: Option<usize>,
     /// Graph optimisation: `disable`, `basic`, `extended` or `all` (default).

@@ -126,7 +126,8 @@ impl Backend for OnnxRuntime {
                 ("all", GraphOptimizationLevel::All),
             ],
         )?;
-        let intra = opts.intra_threads.unwrap_or(1).max(1);
+        // 0 leaves it to ONNX Runtime: one thread per physical core.
+        let intra = opts.intra_threads.unwrap_or(1);
         let search = choose(
             entry,
             "cuda_conv_algo_search",
@@ -144,7 +145,10 @@ impl Backend for OnnxRuntime {
         for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
             let mut builder = Session::builder(&self.env)
                 .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
-                .and_then(|b| b.with_intra_threads(intra).map_err(Into::into))
+                .and_then(|b| match intra {
+                    0 => Ok(b),
+                    n => b.with_intra_threads(n).map_err(Into::into),
+                })
                 .map_err(|e: ort::Error| fail(e.to_string()))?;
             if self.device == Device::Gpu {
                 builder = builder
