@@ -189,7 +189,7 @@ fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
     let line = loaded_line(&s, "efficientnet-lite0");
     assert!(
         line.contains("backend=\"onnxruntime\"")
-            && line.contains("device=Cpu")
+            && line.contains("device=cpu")
             && line.contains("CUDA unavailable"),
         "{line}"
     );

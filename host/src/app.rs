@@ -203,7 +203,7 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     tracing::info!(
         model = %name,
         backend,
-        device = ?device,
+        %device,
         %why,
         batching = batch.as_deref().unwrap_or("off"),
         digest = %&digest[..12],

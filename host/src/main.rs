@@ -476,8 +476,7 @@ fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
                     _ => "--backend".into(),
                 };
                 let backend = match c.device {
-                    Some(scoria::models::Device::Gpu) => format!("{backend}, gpu (model.toml)"),
-                    Some(scoria::models::Device::Cpu) => format!("{backend}, cpu (model.toml)"),
+                    Some(device) => format!("{backend}, {device} (model.toml)"),
                     None => backend,
                 };
                 println!(
