@@ -45,14 +45,24 @@ def scoria_up(scoria_bin, manifest=None, extra=()):
 
 
 @contextlib.contextmanager
-def card_table(model, section, lines):
-    """`models/<model>/model.toml` with `[section]` and `lines` appended until the block ends."""
+def card_table(model, section, lines, drop=()):
+    """`models/<model>/model.toml` with `lines` (`key = value`) set in `[section]` until the
+    block ends: into the card's own table if it has one, replacing the same keys there. Keys
+    in `drop` are removed."""
     card = os.path.join(ROOT, "models", model, "model.toml")
     with open(card) as f:
         original = f.read()
+    keys = {line.split("=", 1)[0].strip() for line in lines} | set(drop)
+    kept = [line for line in original.splitlines() if line.split("=", 1)[0].strip() not in keys]
+    header = f"[{section}]"
+    if header in kept:
+        at = kept.index(header) + 1
+        text = "\n".join(kept[:at] + list(lines) + kept[at:]) + "\n"
+    else:
+        text = "\n".join(kept + ["", header, *lines]) + "\n"
     try:
-        with open(card, "a") as f:
-            f.write(f"\n[{section}]\n" + "".join(f"{line}\n" for line in lines))
+        with open(card, "w") as f:
+            f.write(text)
         yield
     finally:
         with open(card, "w") as f:

@@ -2,7 +2,8 @@
 
 Each model holds several sessions (concurrent requests run side by side) and each session
 uses some intra-op threads (one request spreads over cores). Scoria's default is one session
-per core with one thread each; ONNX Runtime's and Triton's is one session using every core.
+per core with one thread each; ONNX Runtime's and Triton's is one session using every core;
+`solo_intra_threads = 0` adds a session on every core for a compute that starts alone.
 This serves `/classify` through `scoria up --backend onnxruntime` with each configuration in
 turn, in one run, and prints p50 at concurrency 1 and throughput at 1x and 2x the core count,
 as ratios against the default.
@@ -20,10 +21,13 @@ from common import ROOT, card_table, oha, scoria_up  # noqa: E402
 MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
 
 
-def measure(a, sessions, threads, cores):
+def measure(a, sessions, threads, solo, cores):
     """p50 at c=1 (ms) and req/s at c=cores and c=2*cores for one configuration."""
     lines = [f"sessions = {sessions}", f"intra_threads = {threads}"]
-    with card_table(a.model, "onnxruntime", lines), scoria_up(
+    if solo is not None:
+        lines.append(f"solo_intra_threads = {solo}")
+    drop = ["solo_intra_threads"] if solo is None else []
+    with card_table(a.model, "onnxruntime", lines, drop), scoria_up(
             os.path.join(a.bin_dir, "scoria"), os.path.join(ROOT, MANIFESTS[a.model]),
             ["--backend", "onnxruntime"]) as base:
         url = f"{base}/classify"
@@ -43,13 +47,14 @@ def main():
     ap.add_argument("--requests", type=int, default=20, help="per measurement at c=1 (twice that under load)")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
-    configs = [(cores, 1, "default: a session per core, one thread each"),
-               (1, cores, "one session, every core (ONNX Runtime's and Triton's default)"),
-               (cores, cores, "a session per core, every core each")]
+    configs = [(cores, 1, None, "default: a session per core, one thread each"),
+               (cores, 1, 0, "the default, plus every core for a compute that runs alone"),
+               (1, cores, None, "one session, every core (ONNX Runtime's and Triton's default)"),
+               (cores, cores, None, "a session per core, every core each")]
     rows = []
-    for sessions, threads, what in configs:
-        rows.append((sessions, threads, what, *measure(a, sessions, threads, cores)))
-        print(f"sessions={sessions} intra_threads={threads}: done", flush=True)
+    for sessions, threads, solo, what in configs:
+        rows.append((sessions, threads, what, *measure(a, sessions, threads, solo, cores)))
+        print(f"sessions={sessions} intra_threads={threads} solo_intra_threads={solo}: done", flush=True)
     base_p50, base_rates = rows[0][3], rows[0][4]
     print(f"\n{a.model} on ONNX Runtime, {cores} CPUs, {os.path.relpath(a.photo, ROOT)}; ratios against the default")
     print(f"{'sessions':>8}{'threads':>8}{'p50 c=1':>16}{f'req/s c={cores}':>20}{f'req/s c={2 * cores}':>20}   configuration")

@@ -246,3 +246,39 @@ fn a_card_asking_for_the_gpu_on_tract_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn solo_threads_serve_a_lone_request_and_concurrent_ones_alike() {
+    // A lone compute runs on the extra all-cores session, concurrent ones on the others; every
+    // answer must be the same.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_with_card(dir.path(), |card| {
+        format!("backend = \"onnxruntime\"\n{card}\n[onnxruntime]\nsolo_intra_threads = 0\n")
+    });
+    let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
+    let (status, alone) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{alone}");
+    assert!(labels(&alone).iter().any(|l| l.contains("cat")), "{alone}");
+    let want = predictions(&alone);
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| s.post("/classify", "image/png", photo("chelsea.png"))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (status, v) = h.join().unwrap();
+                assert_eq!(status, 200, "{v}");
+                v
+            })
+            .collect()
+    });
+    for v in answers {
+        let got = predictions(&v);
+        assert_eq!(got.len(), want.len(), "{v}");
+        for ((gl, gs), (wl, ws)) in got.iter().zip(&want) {
+            assert_eq!(gl, wl, "{v}");
+            assert!((gs - ws).abs() < 1e-4, "{gl}: {gs} vs {ws}");
+        }
+    }
+}

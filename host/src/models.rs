@@ -177,6 +177,11 @@ pub struct OrtOptions {
     /// Graph optimisation: `disable`, `basic`, `extended` or `all` (default).
     #[serde(default)]
     pub optimization: Option<String>,
+    /// CPU only: one more session on this many threads (0: every physical core), which a
+    /// compute takes when it starts while no other ONNX Runtime compute runs in the host.
+    /// Halves a large model's latency at low load; under load, computes use the others.
+    #[serde(default)]
+    pub solo_intra_threads: Option<usize>,
     /// Sessions, i.e. computes of this model that run at once (default: one per core on
     /// CPU; 4 on GPU, where each session holds its own copy of the weights in GPU memory).
     #[serde(default)]

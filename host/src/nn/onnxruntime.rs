@@ -19,6 +19,7 @@ use ort::session::SessionInputValue;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 pub use crate::models::Device;
@@ -95,6 +96,9 @@ impl OnnxRuntime {
 struct OrtGraph {
     /// Idle sessions; a compute takes one and gives it back.
     idle: Mutex<Vec<Session>>,
+    /// With `[onnxruntime] solo_intra_threads` on CPU: a session on more threads, for a
+    /// compute that starts while no other ONNX Runtime compute runs in the process.
+    solo: Option<Mutex<Session>>,
     returned: Condvar,
     inputs: Vec<String>,
     outputs: Vec<(String, DType)>,
@@ -141,11 +145,10 @@ impl Backend for OnnxRuntime {
         let cuda = ort::ep::CUDA::default()
             .with_conv_algorithm_search(search)
             .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false));
-        let mut idle = Vec::new();
-        for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
+        let build = |threads: usize| -> Result<Session, NnError> {
             let mut builder = Session::builder(&self.env)
                 .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
-                .and_then(|b| match intra {
+                .and_then(|b| match threads {
                     0 => Ok(b),
                     n => b.with_intra_threads(n).map_err(Into::into),
                 })
@@ -182,10 +185,19 @@ impl Backend for OnnxRuntime {
                     )));
                 }
             }
-            idle.push(session);
+            Ok(session)
+        };
+        let mut idle = Vec::new();
+        for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
+            idle.push(build(intra)?);
         }
+        let solo = match opts.solo_intra_threads {
+            Some(threads) if self.device == Device::Cpu => Some(Mutex::new(build(threads)?)),
+            _ => None,
+        };
         Ok(Arc::new(OrtGraph {
             idle: Mutex::new(idle),
+            solo,
             returned: Condvar::new(),
             inputs: card.inputs.iter().map(|i| i.name.clone()).collect(),
             outputs: card.outputs.iter().map(|o| (o.name.clone(), o.dtype)).collect(),
@@ -224,9 +236,39 @@ fn choose<T: Clone>(entry: &ModelEntry, key: &str, value: &str, options: &[(&str
         })
 }
 
+/// ONNX Runtime computes running in this process, across models: a compute may spread over
+/// every core only while it runs alone.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// One compute counted in [`RUNNING`] while it lives; `alone` if none ran when it started.
+struct Running {
+    alone: bool,
+}
+
+impl Running {
+    fn start() -> Self {
+        Self {
+            alone: RUNNING.fetch_add(1, Ordering::SeqCst) == 0,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Graph for OrtGraph {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
         let values = self.values(&inputs)?;
+        let running = Running::start();
+        if running.alone
+            && let Some(solo) = &self.solo
+            && let Ok(mut session) = solo.try_lock()
+        {
+            return run(&mut session, values, &self.outputs);
+        }
         let mut session = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -246,8 +288,12 @@ impl Graph for OrtGraph {
         // Each session picks its kernels per shape, so each is run; the idle ones are taken
         // all at once (at load they all are) so that no session is warmed twice.
         let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut solo = self
+            .solo
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
         let mut result = Ok(());
-        for session in &mut sessions {
+        for session in sessions.iter_mut().chain(solo.as_deref_mut()) {
             // On failure, stop warming but still give every session back below.
             result = self
                 .values(&inputs)
