@@ -201,7 +201,7 @@ pub fn resize_and_crop(img: &RgbImage, short: u32, crop: u32) -> RgbImage {
 ///
 /// `v + 0.5` is exact in f64 for every f32, and `as` truncates and saturates, so this rounds
 /// half away from zero as `round` does. WebAssembly has no instruction for that rounding, so
-/// `round` there is a libm call with a data-dependent branch per channel: it was a quarter of
+/// `round` there is a libm call with a data-dependent branch per channel: it was a fifth of
 /// the guest's preprocessing time.
 fn round_to_u8(v: f32) -> u8 {
     (f64::from(v) + 0.5) as u8
