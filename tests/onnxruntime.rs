@@ -168,6 +168,15 @@ fn device_gpu_without_cuda_fails_clearly() {
     assert!(err.contains("CUDA"), "{err}");
 }
 
+/// `scoria up`, with its defaults, serving a copy of EfficientNet-Lite0 whose card is
+/// `edit`ed; the folder lives as long as the returned guard.
+fn serve_card(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_with_card(dir.path(), edit);
+    let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
+    (dir, s)
+}
+
 /// The `model loaded` line of `model` in `s`'s log.
 fn loaded_line(s: &Server, model: &str) -> String {
     let log = s.log();
@@ -182,10 +191,8 @@ fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
     // The host runs with its defaults (--backend tract, --device cpu), and this machine's
     // ONNX Runtime has no CUDA: the model still serves, on ONNX Runtime's CPU provider, and
     // the log says why.
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_with_card(dir.path(), |card| format!("device = \"gpu\"\n{card}"));
+    let (dir, s) = serve_card(|card| format!("device = \"gpu\"\n{card}"));
     let models = dir.path().join("models");
-    let s = Server::start_with_models(&manifest, &models, &[]);
     let line = loaded_line(&s, "efficientnet-lite0");
     assert!(
         line.contains("backend=\"onnxruntime\"")
@@ -217,11 +224,9 @@ fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
 fn a_card_pinned_to_onnxruntime_gets_it_without_any_flag() {
     // `--backend tract` is the default; the card's pin wins, so ONNX Runtime is opened for it.
     // One session on ONNX Runtime's own thread count (0), as Triton runs it, serves too.
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_with_card(dir.path(), |card| {
+    let (_dir, s) = serve_card(|card| {
         format!("backend = \"onnxruntime\"\n{card}\n[onnxruntime]\nsessions = 1\nintra_threads = 0\n")
     });
-    let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
     let line = loaded_line(&s, "efficientnet-lite0");
     assert!(
         line.contains("backend=\"onnxruntime\"") && line.contains("why=chosen"),
@@ -251,11 +256,9 @@ fn a_card_asking_for_the_gpu_on_tract_is_refused_with_the_fix() {
 fn solo_threads_serve_a_lone_request_and_concurrent_ones_alike() {
     // A lone compute runs on the extra all-cores session, concurrent ones on the others; every
     // answer must be the same.
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_with_card(dir.path(), |card| {
+    let (_dir, s) = serve_card(|card| {
         format!("backend = \"onnxruntime\"\n{card}\n[onnxruntime]\nsolo_intra_threads = 0\n")
     });
-    let s = Server::start_with_models(&manifest, &dir.path().join("models"), &[]);
     let (status, alone) = s.post("/classify", "image/png", photo("chelsea.png"));
     assert_eq!(status, 200, "{alone}");
     assert!(labels(&alone).iter().any(|l| l.contains("cat")), "{alone}");

@@ -129,13 +129,7 @@ impl Backends {
     /// ONNX Runtime, opened on first use; the reason it is unavailable is logged once.
     fn onnxruntime(&self) -> &Result<OnnxRuntime, String> {
         self.onnxruntime.get_or_init(|| {
-            let device = self.device;
-            let opened = OnnxRuntime::open(
-                &library_path(&self.project),
-                device,
-                OnnxRuntime::default_sessions(device),
-            )
-            .map_err(|e| e.message);
+            let opened = OnnxRuntime::open(&library_path(&self.project), self.device).map_err(|e| e.message);
             if let Err(why) = &opened {
                 tracing::warn!(%why, "ONNX Runtime is unavailable; models load with tract");
             }
@@ -280,6 +274,18 @@ struct Picked {
     device: Device,
 }
 
+impl Picked {
+    /// A graph on the CPU (tract's, or ONNX Runtime's CPU provider).
+    fn cpu(backend: &'static str, graph: Arc<dyn Graph>, why: String) -> Self {
+        Self {
+            backend,
+            graph,
+            why,
+            device: Device::Cpu,
+        }
+    }
+}
+
 /// The backend and device for one model, and its graph.
 ///
 /// The card's `backend` and `device` win over the flags. A model on the GPU runs on ONNX
@@ -293,24 +299,19 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Resul
         let g = TractBackend
             .load_bytes(entry, bytes)
             .with_context(|| format!("loading model `{name}` with tract"))?;
-        Ok(Picked {
-            backend: TractBackend.name(),
-            graph: g,
-            why,
-            device: Device::Cpu,
-        })
+        Ok(Picked::cpu(TractBackend.name(), g, why))
     };
     let Some(cfg) = BACKENDS.get() else {
         return tract("default".into());
     };
     let device = entry.card.device.unwrap_or(cfg.device);
-    let pinned = match entry.card.backend.as_deref() {
-        Some(b) => Some(
-            b.parse::<BackendChoice>()
-                .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", card_file()))?,
-        ),
-        None => None,
-    };
+    let pinned = entry
+        .card
+        .backend
+        .as_deref()
+        .map(str::parse::<BackendChoice>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", card_file()))?;
     anyhow::ensure!(
         !(entry.card.device == Some(Device::Gpu) && pinned == Some(BackendChoice::Tract)),
         "{}: `device = \"gpu\"` needs ONNX Runtime, but `backend = \"tract\"` runs on the CPU only; \
@@ -354,12 +355,11 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Resul
                     .on(Device::Cpu)
                     .load_bytes(entry, bytes)
                     .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
-                return Ok(Picked {
-                    backend: ort.name(),
+                return Ok(Picked::cpu(
+                    ort.name(),
                     graph,
-                    why: "card asks for the GPU; CUDA unavailable, on the CPU".into(),
-                    device: Device::Cpu,
-                });
+                    "card asks for the GPU; CUDA unavailable, on the CPU".into(),
+                ));
             }
             Err(e) => return Err(e).with_context(|| format!("loading model `{name}` with onnxruntime")),
         }
@@ -376,21 +376,15 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Resul
     let ort_graph = ort
         .load_bytes(entry, bytes)
         .with_context(|| format!("loading model `{name}` with onnxruntime"))?;
-    let on_cpu = |backend, graph, why| Picked {
-        backend,
-        graph,
-        why,
-        device: Device::Cpu,
-    };
     if let Some(c) = recorded {
-        return Ok(on_cpu(
+        return Ok(Picked::cpu(
             ort.name(),
             ort_graph,
             format!("{} (recorded)", c.summary()),
         ));
     }
     if !auto_cpu {
-        return Ok(on_cpu(ort.name(), ort_graph, "chosen".into()));
+        return Ok(Picked::cpu(ort.name(), ort_graph, "chosen".into()));
     }
     // auto on CPU: time both on the same input, keep the faster, and record the outcome.
     let tract_graph = TractBackend
@@ -408,9 +402,9 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Resul
     let (ms_tract, ms_ort) = (time(&tract_graph)?, time(&ort_graph)?);
     let why = format!("auto: tract {ms_tract:.2} ms, onnxruntime {ms_ort:.2} ms per run (measured)");
     let picked = if ms_ort < ms_tract {
-        on_cpu(ort.name(), ort_graph, why)
+        Picked::cpu(ort.name(), ort_graph, why)
     } else {
-        on_cpu(TractBackend.name(), tract_graph, why)
+        Picked::cpu(TractBackend.name(), tract_graph, why)
     };
     crate::choice::record(&cfg.project, name, digest, picked.backend, ms_tract, ms_ort);
     Ok(picked)

@@ -29,7 +29,6 @@ pub use crate::models::Device;
 pub struct OnnxRuntime {
     env: Arc<ort::environment::Environment>,
     device: Device,
-    sessions: usize,
 }
 
 /// The library's location: `ORT_DYLIB_PATH`, else `<project>/.cache/onnxruntime/`.
@@ -42,7 +41,7 @@ pub fn library_path(project: &Path) -> PathBuf {
 
 impl OnnxRuntime {
     /// Load the shared library at `lib` (once per process) and make an environment.
-    pub fn open(lib: &Path, device: Device, sessions: usize) -> Result<Self, NnError> {
+    pub fn open(lib: &Path, device: Device) -> Result<Self, NnError> {
         static ENV: OnceLock<Result<Arc<ort::environment::Environment>, String>> = OnceLock::new();
         let env = ENV
             .get_or_init(|| {
@@ -62,34 +61,24 @@ impl OnnxRuntime {
             })
             .clone()
             .map_err(|m| NnError::new(ErrorKind::NotFound, m))?;
-        Ok(Self {
-            env,
-            device,
-            sessions: sessions.max(1),
-        })
+        Ok(Self { env, device })
     }
 
     /// Sessions per model when a card does not say: on a GPU each holds the weights in GPU
     /// memory and a few keep it busy; on CPU, one per core, each running on one thread.
-    pub fn default_sessions(device: Device) -> usize {
-        match device {
+    fn default_sessions(&self) -> usize {
+        match self.device {
             Device::Gpu => 4,
             Device::Cpu => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }
     }
 
-    /// The same runtime building sessions for `device`, with that device's default sessions.
+    /// The same runtime building sessions for `device`.
     pub fn on(&self, device: Device) -> Self {
         Self {
             env: self.env.clone(),
             device,
-            sessions: Self::default_sessions(device),
         }
-    }
-
-    /// The device this runtime builds sessions for.
-    pub fn device(&self) -> Device {
-        self.device
     }
 }
 
@@ -188,7 +177,7 @@ impl Backend for OnnxRuntime {
             Ok(session)
         };
         let mut idle = Vec::new();
-        for _ in 0..opts.sessions.unwrap_or(self.sessions).max(1) {
+        for _ in 0..opts.sessions.unwrap_or_else(|| self.default_sessions()).max(1) {
             idle.push(build(intra)?);
         }
         let solo = match opts.solo_intra_threads {
