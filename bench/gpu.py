@@ -91,11 +91,16 @@ def merge_ms(log_path, offset):
     return (sum(merged) / len(merged) if merged else None), end
 
 
+def host_log(out, name):
+    """Where the host serving configuration `name` writes its log."""
+    return os.path.join(out, f"scoria-{name.replace('/', '-')}.log")
+
+
 def scoria_runs(a, variant, batching, search, plan, results, save):
     """One host; for each `(input, levels)` in `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
     name = f"{variant}/batching-{batching}/{search}"
-    log_path = os.path.join(a.out, f"scoria-{name.replace('/', '-')}.log")
+    log_path = host_log(a.out, name)
     model = "resnet152" if variant == "fp32" else "resnet152-fp16"
     with card_table(model, "onnxruntime", [f'cuda_conv_algo_search = "{search}"']):
         started = time.time()
@@ -197,7 +202,7 @@ def main():
             print(f"scoria {name} done", flush=True)
         except (SystemExit, subprocess.CalledProcessError, OSError) as e:
             # Keep what the other configurations measure; the log says what went wrong.
-            log = os.path.join(a.out, f"scoria-{name.replace('/', '-')}.log")
+            log = host_log(a.out, name)
             tail = open(log).read()[-3000:] if os.path.exists(log) else ""
             print(f"scoria {name} failed: {e}\n{tail}", flush=True)
             results["scoria"][f"{name}/error"] = str(e)
