@@ -276,7 +276,12 @@ impl FunctionState {
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&self.grants.environment)
             .inherit_stdout()
-            .inherit_stderr();
+            .inherit_stderr()
+            // Mounts are small, local, read-only files (model cards, labels, vocabularies) read
+            // on every request. Without this each file operation is a `spawn_blocking` round
+            // trip to another thread: /classify made 40 context switches per request instead
+            // of 13, and served 10% fewer requests per second at c=4.
+            .allow_blocking_current_thread(true);
         for f in &self.grants.files {
             wasi.preopened_dir(&f.source, &f.destination, FsPerms::ReadOnly)
                 .map_err(|e| wasmtime::format_err!("mounting {}: {e}", f.source.display()))?;
