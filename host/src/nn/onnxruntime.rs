@@ -33,9 +33,15 @@ pub struct OnnxRuntime {
 
 /// The library's location: `ORT_DYLIB_PATH`, else `<project>/.cache/onnxruntime/`.
 pub fn library_path(project: &Path) -> PathBuf {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) => PathBuf::from(p),
-        None => project.join(".cache/onnxruntime/libonnxruntime.so"),
+    library_path_from(std::env::var_os("ORT_DYLIB_PATH"), project)
+}
+
+/// An empty `ORT_DYLIB_PATH` (`ORT_DYLIB_PATH= scoria up`, or a blank value in a pod spec)
+/// counts as unset: read as a path it named no file, and every model fell back to tract.
+fn library_path_from(var: Option<std::ffi::OsString>, project: &Path) -> PathBuf {
+    match var {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => project.join(".cache/onnxruntime/libonnxruntime.so"),
     }
 }
 
@@ -355,4 +361,21 @@ fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
         ))
     }
     with_element!(dtype, T => tensor::<T>(v), other => Err(ort::Error::new(format!("{other:?} outputs are not supported"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_ort_dylib_path_counts_as_unset() {
+        let project = Path::new("/srv/scoria");
+        let cached = project.join(".cache/onnxruntime/libonnxruntime.so");
+        assert_eq!(library_path_from(None, project), cached);
+        assert_eq!(library_path_from(Some("".into()), project), cached);
+        assert_eq!(
+            library_path_from(Some("/opt/ort/libonnxruntime.so".into()), project),
+            PathBuf::from("/opt/ort/libonnxruntime.so")
+        );
+    }
 }
