@@ -166,35 +166,108 @@ pub fn resize_and_crop(img: &RgbImage, short: u32, crop: u32) -> RgbImage {
     let src = img.as_raw();
     let stride = w as usize * 3;
     // Vertical pass first, as `resize` does: the crop's rows, those columns, in f32. Each value
-    // sums its taps in order from 0.0 as `resize` does, so a whole row accumulates at once:
-    // contiguous loops without bounds checks, which is what makes this fast in WebAssembly.
-    let mut tmp = vec![0f32; crop as usize * row_len];
+    // sums its taps in order from 0.0 as `resize` does, so a whole row accumulates at once.
+    // One spare value at the end lets the horizontal pass read every pixel as four lanes.
+    let mut tmp = vec![0f32; crop as usize * row_len + 1];
     for (acc, (start, ws)) in tmp.chunks_exact_mut(row_len).zip(&rows) {
         for (i, &wt) in ws.iter().enumerate() {
             let from = (*start as usize + i) * stride + x0 * 3;
-            for (t, &s) in acc.iter_mut().zip(&src[from..from + row_len]) {
-                *t += f32::from(s) * wt;
-            }
+            lanes::accumulate(acc, &src[from..from + row_len], wt);
         }
     }
-    // Then the horizontal pass, row by row, rounded and clamped to u8 as `resize` does.
+    // Then the horizontal pass, row by row, rounded and clamped to u8 as `resize` does. Each
+    // tap reads four lanes, RGB and the next pixel's red (computed and dropped).
     let mut out = RgbImage::new(crop, crop);
     let out_row = crop as usize * 3;
-    for (orow, trow) in out.chunks_exact_mut(out_row).zip(tmp.chunks_exact(row_len)) {
+    for (y, orow) in out.chunks_exact_mut(out_row).enumerate() {
+        let trow = &tmp[y * row_len..(y + 1) * row_len + 1];
         for (px, (start, ws)) in orow.chunks_exact_mut(3).zip(&cols) {
             let from = (*start as usize - x0) * 3;
-            let mut t = [0f32; 3];
-            for (p, &wt) in trow[from..from + ws.len() * 3].chunks_exact(3).zip(ws) {
-                t[0] += p[0] * wt;
-                t[1] += p[1] * wt;
-                t[2] += p[2] * wt;
-            }
+            let t = lanes::dot(&trow[from..from + ws.len() * 3 + 1], ws);
             for (o, v) in px.iter_mut().zip(t) {
                 *o = round_to_u8(v);
             }
         }
     }
     out
+}
+
+/// The resize's two inner loops, in WebAssembly SIMD where the function is built with it.
+///
+/// LLVM vectorises neither loop on its own for wasm32 (the u8 to f32 widening and the
+/// three-channel stride defeat it), and they were a third of the guest's preprocessing. The
+/// SIMD versions do the same IEEE multiplies and adds in the same order per value, so results
+/// are bit-identical to the scalar ones, which the native tests check against `image`.
+mod lanes {
+    /// `acc[i] += src[i] as f32 * wt` for every `i` (the slices have the same length).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    pub fn accumulate(acc: &mut [f32], src: &[u8], wt: f32) {
+        use core::arch::wasm32::*;
+        let w = f32x4_splat(wt);
+        let n = acc.len().min(src.len()) / 16 * 16;
+        let (head, tail) = acc.split_at_mut(n);
+        for (a, s) in head.chunks_exact_mut(16).zip(src[..n].chunks_exact(16)) {
+            // SAFETY: `s` holds 16 bytes and `a` 16 floats; wasm loads and stores may be
+            // unaligned.
+            unsafe {
+                let bytes = v128_load(s.as_ptr().cast());
+                let (lo, hi) = (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes));
+                let quads = [
+                    u32x4_extend_low_u16x8(lo),
+                    u32x4_extend_high_u16x8(lo),
+                    u32x4_extend_low_u16x8(hi),
+                    u32x4_extend_high_u16x8(hi),
+                ];
+                for (a, q) in a.chunks_exact_mut(4).zip(quads) {
+                    let p = a.as_mut_ptr().cast::<v128>();
+                    v128_store(p, f32x4_add(v128_load(p), f32x4_mul(f32x4_convert_u32x4(q), w)));
+                }
+            }
+        }
+        scalar_accumulate(tail, &src[n..], wt);
+    }
+
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    pub fn accumulate(acc: &mut [f32], src: &[u8], wt: f32) {
+        scalar_accumulate(acc, src, wt);
+    }
+
+    fn scalar_accumulate(acc: &mut [f32], src: &[u8], wt: f32) {
+        for (t, &s) in acc.iter_mut().zip(src) {
+            *t += f32::from(s) * wt;
+        }
+    }
+
+    /// One pixel's weighted sum over its taps: tap `k` reads `row[3k..3k + 4]` (RGB and one
+    /// value past it), so `row` holds `3 * ws.len() + 1` values. Lane 3 is junk.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    pub fn dot(row: &[f32], ws: &[f32]) -> [f32; 4] {
+        use core::arch::wasm32::*;
+        let mut t = f32x4_splat(0.0);
+        for (k, &wt) in ws.iter().enumerate() {
+            let p = &row[3 * k..3 * k + 4];
+            // SAFETY: `p` holds 4 floats; wasm loads may be unaligned.
+            let v = unsafe { v128_load(p.as_ptr().cast()) };
+            t = f32x4_add(t, f32x4_mul(v, f32x4_splat(wt)));
+        }
+        [
+            f32x4_extract_lane::<0>(t),
+            f32x4_extract_lane::<1>(t),
+            f32x4_extract_lane::<2>(t),
+            f32x4_extract_lane::<3>(t),
+        ]
+    }
+
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    pub fn dot(row: &[f32], ws: &[f32]) -> [f32; 4] {
+        let mut t = [0f32; 4];
+        for (k, &wt) in ws.iter().enumerate() {
+            for (t, &p) in t.iter_mut().zip(&row[3 * k..3 * k + 4]) {
+                *t += p * wt;
+            }
+        }
+        t
+    }
 }
 
 /// `clamp(v, 0, 255).round() as u8`, exactly, for any `v` but NaN, without branches.
