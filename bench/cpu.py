@@ -3,9 +3,11 @@ against ONNX Runtime (and tract) called natively in-process on the same photo wi
 decode and preprocessing code (examples/native_classify), for EfficientNet-Lite0 and ResNet-152.
 Then `--backend auto`: which backend it picks, against the faster of the two measured here.
 
-Usage: cpu.py --bin-dir DIR --oha BIN [--photo F] [--models efficientnet-lite0,resnet152]
+Usage: cpu.py --bin-dir DIR --oha BIN [--photo F] [--models efficientnet-lite0,resnet152] [--rounds 3]
 Prints p50 latencies at concurrency 1 and the ratios; the target is Scoria on ONNX Runtime
-within 1.1x of native ONNX Runtime at p50.
+within 1.1x of native ONNX Runtime at p50. Native and Scoria on ONNX Runtime are measured in
+`--rounds` back-to-back pairs and the pair with the median ratio is reported, with the range:
+on a shared machine one noisy pair moved the ratio by 0.15.
 """
 
 import argparse
@@ -70,13 +72,21 @@ def main():
     ap.add_argument("--oha", required=True)
     ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
     ap.add_argument("--models", default="efficientnet-lite0,resnet152")
+    ap.add_argument("--rounds", type=int, default=3, help="native/Scoria ONNX Runtime pairs per model")
     a = ap.parse_args()
     rows = []
+    spreads = {}
     for model in a.models.split(","):
         n = REQUESTS[model]
-        nat_ort = native(a.bin_dir, model, "onnxruntime", a.photo, n)
+        pairs = []
+        for _ in range(max(a.rounds, 1)):
+            nat = native(a.bin_dir, model, "onnxruntime", a.photo, n)
+            ms = served(a.bin_dir, a.oha, model, "onnxruntime", a.photo, n)
+            pairs.append((ms / nat["total_ms_p50"], nat, ms))
+        pairs.sort(key=lambda p: p[0])
+        _, nat_ort, s_ort = pairs[len(pairs) // 2]
+        spreads[model] = [p[0] for p in pairs]
         nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
-        s_ort = served(a.bin_dir, a.oha, model, "onnxruntime", a.photo, n)
         s_tract = served(a.bin_dir, a.oha, model, "tract", a.photo, n)
         picked, why = auto_choice(a.bin_dir, model)
         rows.append((model, nat_ort, nat_tract, s_ort, s_tract, picked, why))
@@ -96,10 +106,11 @@ def main():
     for model, nat_ort, *_ in rows:
         print(f"  {model}: {nat_ort['decode_ms_p50']:.2f}, {nat_ort['preprocess_ms_p50']:.2f}, "
               f"{nat_ort['inference_ms_p50']:.2f}")
-    print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50")
+    print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50 (median round; all rounds)")
     for model, nat_ort, _, s_ort, *_ in rows:
         ratio = s_ort / nat_ort["total_ms_p50"]
-        print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it")
+        every = ", ".join(f"{r:.3f}x" for r in spreads[model])
+        print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it ({every})")
 
 
 if __name__ == "__main__":
