@@ -392,10 +392,10 @@ fn pick_backend(entry: &ModelEntry, bytes: &[u8], digest: &str) -> anyhow::Resul
         .with_context(|| format!("loading model `{name}` with tract"))?;
     let probe = probe_inputs(entry);
     let time = |g: &Arc<dyn Graph>| -> anyhow::Result<f64> {
-        g.run(probe.clone())?;
+        g.run(&probe)?;
         let t = Instant::now();
         for _ in 0..3 {
-            g.run(probe.clone())?;
+            g.run(&probe)?;
         }
         Ok(t.elapsed().as_secs_f64() * 1e3 / 3.0)
     };

@@ -120,11 +120,12 @@ impl Tensor {
 /// A loaded model that can run many inferences at once (`&self`, `Send + Sync`).
 pub trait Graph: Send + Sync {
     /// Run once. Inputs are already validated against the card, in the card's input order.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
+    /// They are borrowed, so that a batch worker can reuse its merged input buffers.
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError>;
 
     /// Run once with `inputs` so that the first request of this shape does not pay for
     /// kernel selection and allocation; a backend with several sessions warms each.
-    fn warm(&self, inputs: Vec<Tensor>) -> Result<(), NnError> {
+    fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {
         self.run(inputs).map(drop)
     }
 }
@@ -157,7 +158,7 @@ impl LoadedModel {
     /// Runs on the calling thread and never batches (tools, baselines, index builds).
     pub fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
         let inputs = self.prepare(inputs)?;
-        Ok(self.name_outputs(self.graph.run(inputs)?))
+        Ok(self.name_outputs(self.graph.run(&inputs)?))
     }
 
     /// Validate named inputs against the card and put them in the card's order.

@@ -255,8 +255,8 @@ impl Drop for Running {
 }
 
 impl Graph for OrtGraph {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
-        let values = self.values(&inputs)?;
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+        let values = self.values(inputs)?;
         let running = Running::start();
         if running.alone
             && let Some(solo) = &self.solo
@@ -279,7 +279,7 @@ impl Graph for OrtGraph {
         result
     }
 
-    fn warm(&self, inputs: Vec<Tensor>) -> Result<(), NnError> {
+    fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {
         // Each session picks its kernels per shape, so each is run; the idle ones are taken
         // all at once (at load they all are) so that no session is warmed twice.
         let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
@@ -291,7 +291,7 @@ impl Graph for OrtGraph {
         for session in sessions.iter_mut().chain(solo.as_deref_mut()) {
             // On failure, stop warming but still give every session back below.
             result = self
-                .values(&inputs)
+                .values(inputs)
                 .and_then(|values| run(session, values, &self.outputs).map(drop));
             if result.is_err() {
                 break;

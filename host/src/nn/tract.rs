@@ -169,13 +169,10 @@ impl TractGraph {
 }
 
 impl Graph for TractGraph {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError> {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
         let key: Vec<u32> = self.dynamic.iter().map(|&(i, j, _)| inputs[i].dims[j]).collect();
         let plan = self.plan(&key)?;
-        let inputs = inputs
-            .into_iter()
-            .map(to_tract)
-            .collect::<Result<TVec<TValue>, _>>()?;
+        let inputs = inputs.iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
         let outputs = plan
             .run(inputs)
             .map_err(|e| NnError::new(ErrorKind::RuntimeError, format!("tract: {e:#}")))?;
@@ -191,14 +188,14 @@ fn datum_type(d: DType) -> Result<DatumType, NnError> {
     with_element!(d, T => Ok(T::datum_type()), other => Err(unsupported(other)))
 }
 
-fn to_tract(t: Tensor) -> Result<TValue, NnError> {
+fn to_tract(t: &Tensor) -> Result<TValue, NnError> {
     fn array<T: Element + Datum>(t: &Tensor) -> Result<TractTensor, NnError> {
         let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
         tract_ndarray::ArrayD::from_shape_vec(shape, t.to_vec::<T>())
             .map(TractTensor::from)
             .map_err(|e| NnError::new(ErrorKind::InvalidArgument, e.to_string()))
     }
-    let tensor = with_element!(t.dtype, T => array::<T>(&t), other => Err(unsupported(other)))?;
+    let tensor = with_element!(t.dtype, T => array::<T>(t), other => Err(unsupported(other)))?;
     Ok(tensor.into_tvalue())
 }
 
@@ -288,7 +285,7 @@ mod tests {
         let g = graph(2);
         // The unit plan (batch 1) is built at load.
         for n in [2, 1, 3] {
-            let out = g.run(batch(n)).unwrap();
+            let out = g.run(&batch(n)).unwrap();
             assert_eq!(out[0].dims, vec![n, 2]);
             // Row r is (3r, 3r + 1, 3r + 2); the scores are its first two values.
             let first = f32::from_le_bytes(out[0].data[..4].try_into().unwrap());

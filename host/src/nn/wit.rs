@@ -176,7 +176,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                     self.ctx
                         .models
                         .pool()
-                        .run(move || job.graph.run(inputs))
+                        .run(move || job.graph.run(&inputs))
                         .await
                         .and_then(|(queued, r)| {
                             let run = BatchRun {
