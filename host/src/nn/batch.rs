@@ -343,9 +343,9 @@ impl Caller {
 /// A batch worker's merged input buffers, one per model input, kept from one batch to the next.
 ///
 /// A batch of 128 photos for ResNet-152 is 77 MB. Allocated afresh, the kernel maps and zeroes
-/// every page of it as the merge first writes it, then unmaps it after the run: merging took
-/// 67–84 ms per batch on the 2-core machine, against 8–15 ms into a buffer that was already
-/// there. The price is one largest batch per input and worker kept allocated.
+/// every page of it as the merge first writes it, then unmaps it after the run: batches of
+/// 70–80 photos took 82–166 ms to merge on the 2-core machine, against 14–17 ms into buffers
+/// that were already there. The price is one largest batch per input and worker kept allocated.
 #[derive(Default)]
 struct Buffers(Vec<Vec<u8>>);
 
