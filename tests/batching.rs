@@ -27,21 +27,6 @@ const PHOTOS: [(&str, &str); 4] = [
     ("grace_hopper.jpg", "image/jpeg"),
 ];
 
-/// `(label, score)` of each prediction.
-fn predictions(v: &Value) -> Vec<(String, f64)> {
-    v["predictions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{v}"))
-        .iter()
-        .map(|p| {
-            (
-                p["label"].as_str().unwrap().to_string(),
-                p["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// The `_sum` and `_count` of `scoria_batch_size` for `model`.
 fn batch_metric(s: &Server, model: &str) -> (f64, f64) {
     let text = client().get(s.url("/metrics")).send().unwrap().text().unwrap();

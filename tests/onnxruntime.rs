@@ -21,18 +21,12 @@ fn start(backend: &str, env: &[(&str, &str)]) -> Server {
     Server::spawn(cmd, port)
 }
 
-fn predictions(v: &Value) -> Vec<(String, f64)> {
-    v["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["label"].as_str().unwrap().to_string(),
-                p["score"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+/// POST chelsea.png to `/classify` on `s`; it must answer 200 with a cat in its top five.
+fn classifies_the_cat(s: &Server) -> Value {
+    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
+    assert_eq!(status, 200, "{v}");
+    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+    v
 }
 
 #[test]
@@ -155,9 +149,7 @@ fn a_missing_library_is_reported_and_tract_keeps_serving() {
         log.contains("model=efficientnet-lite0 backend=\"tract\""),
         "{log}"
     );
-    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
-    assert_eq!(status, 200, "{v}");
-    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+    classifies_the_cat(&s);
 }
 
 #[test]
@@ -206,9 +198,7 @@ fn a_card_asking_for_the_gpu_runs_on_the_cpu_where_cuda_is_unavailable() {
             && log.contains("the CUDA execution provider is not available"),
         "{log}"
     );
-    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
-    assert_eq!(status, 200, "{v}");
-    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+    classifies_the_cat(&s);
 
     let list = Command::new(env!("CARGO_BIN_EXE_scoria"))
         .current_dir(root())
@@ -232,9 +222,7 @@ fn a_card_pinned_to_onnxruntime_gets_it_without_any_flag() {
         line.contains("backend=\"onnxruntime\"") && line.contains("why=chosen"),
         "{line}"
     );
-    let (status, v) = s.post("/classify", "image/png", photo("chelsea.png"));
-    assert_eq!(status, 200, "{v}");
-    assert!(labels(&v).iter().any(|l| l.contains("cat")), "{v}");
+    classifies_the_cat(&s);
 }
 
 #[test]
@@ -259,10 +247,7 @@ fn solo_threads_serve_a_lone_request_and_concurrent_ones_alike() {
     let (_dir, s) = serve_card(|card| {
         format!("backend = \"onnxruntime\"\n{card}\n[onnxruntime]\nsolo_intra_threads = 0\n")
     });
-    let (status, alone) = s.post("/classify", "image/png", photo("chelsea.png"));
-    assert_eq!(status, 200, "{alone}");
-    assert!(labels(&alone).iter().any(|l| l.contains("cat")), "{alone}");
-    let want = predictions(&alone);
+    let want = predictions(&classifies_the_cat(&s));
     let answers: Vec<Value> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| s.post("/classify", "image/png", photo("chelsea.png"))))

@@ -292,6 +292,21 @@ pub fn labels(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `(label, score)` of each prediction.
+pub fn predictions(v: &Value) -> Vec<(String, f64)> {
+    v["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|p| {
+            (
+                p["label"].as_str().unwrap().to_string(),
+                p["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 pub fn score_of(v: &Value, label: &str) -> f64 {
     v["predictions"]
         .as_array()
