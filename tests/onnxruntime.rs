@@ -11,13 +11,19 @@ use common::*;
 use serde_json::Value;
 use std::process::Command;
 
-fn start(backend: &str, env: &[(&str, &str)]) -> Server {
+/// `scoria up` serving spin.toml with `backend`, and the port it will listen on.
+fn up(backend: &str) -> (Command, u16) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
     cmd.current_dir(root())
         .args(["up", "--manifest", "spin.toml", "--backend", backend, "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .envs(env.iter().copied());
+        .arg(format!("127.0.0.1:{port}"));
+    (cmd, port)
+}
+
+fn start(backend: &str, env: &[(&str, &str)]) -> Server {
+    let (mut cmd, port) = up(backend);
+    cmd.envs(env.iter().copied());
     Server::spawn(cmd, port)
 }
 
@@ -269,4 +275,52 @@ fn solo_threads_serve_a_lone_request_and_concurrent_ones_alike() {
             assert!((gs - ws).abs() < 1e-4, "{gl}: {gs} vs {ws}");
         }
     }
+}
+
+/// Official ONNX Runtime builds from 1.29 on keep a device id under `$HOME/.cache/Microsoft`
+/// and a session file in `$TMPDIR`, and upload usage events to Microsoft, unless
+/// `ORT_DISABLE_TELEMETRY=1` is set before the library starts. The host sets it unless the
+/// operator chose; opting in with `0` shows that this test sees the files when they are made.
+#[test]
+fn onnx_runtime_telemetry_is_off_unless_asked_for() {
+    const VAR: &str = "ORT_DISABLE_TELEMETRY";
+    let files_left = |setting: Option<&str>| {
+        let home = tempfile::tempdir().unwrap();
+        let tmp = home.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let (mut cmd, port) = up("onnxruntime");
+        cmd.env("HOME", home.path()).env("TMPDIR", &tmp).env_remove(VAR);
+        if let Some(v) = setting {
+            cmd.env(VAR, v);
+        }
+        let s = Server::spawn(cmd, port);
+        classifies_the_cat(&s);
+        let said = if setting == Some("0") {
+            "telemetry=\"on"
+        } else {
+            "telemetry=\"off"
+        };
+        assert!(s.log().contains(said), "{}", s.log());
+        drop(s);
+        let mut files = vec![];
+        let mut dirs = vec![home.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path)
+                } else {
+                    files.push(path)
+                }
+            }
+        }
+        files
+    };
+    let by_default = files_left(None);
+    assert!(by_default.is_empty(), "ONNX Runtime wrote {by_default:?}");
+    let opted_in = files_left(Some("0"));
+    assert!(
+        opted_in.iter().any(|p| p.ends_with("deviceid")),
+        "with ORT_DISABLE_TELEMETRY=0 ONNX Runtime should keep a device id; it wrote {opted_in:?}"
+    );
 }

@@ -15,6 +15,8 @@ use std::time::Instant;
 use vision::Preprocess;
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { scoria::nn::onnxruntime::disable_telemetry_by_default() };
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() >= 5,

@@ -22,6 +22,8 @@ struct Pipeline {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { scoria::nn::onnxruntime::disable_telemetry_by_default() };
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() >= 6,

@@ -217,6 +217,8 @@ struct PluginCli {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: nothing has started a thread yet.
+    unsafe { scoria::nn::onnxruntime::disable_telemetry_by_default() };
     let first = std::env::args_os().nth(1);
     let is_flag = first
         .as_ref()

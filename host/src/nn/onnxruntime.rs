@@ -36,6 +36,32 @@ pub fn library_path(project: &Path) -> PathBuf {
     library_path_from(std::env::var_os("ORT_DYLIB_PATH"), project)
 }
 
+/// ONNX Runtime's own switch for its telemetry. Official builds from 1.29 on upload usage
+/// events to Microsoft on Linux too, keep a device id under `~/.cache/Microsoft` and a session
+/// file in the temporary folder, unless this is `1` before the library initialises.
+pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Turn ONNX Runtime's telemetry off for this process unless the operator chose: a scoring
+/// host should not phone home (or try to, every 40 s, from a pod with no egress) by default.
+/// An explicit `ORT_DISABLE_TELEMETRY` is left as it is; `0` opts in.
+///
+/// # Safety
+/// It sets an environment variable, so no other thread may be running: call it first thing
+/// in `main`.
+pub unsafe fn disable_telemetry_by_default() {
+    if std::env::var_os(TELEMETRY_VAR).is_none_or(|v| v.is_empty()) {
+        // SAFETY: the caller guarantees that this process has a single thread.
+        unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
+    }
+}
+
+/// Whether the operator opted in to ONNX Runtime's telemetry (`ORT_DISABLE_TELEMETRY=0`).
+/// Otherwise the environment is also built with the API switch off, which covers a library
+/// too old to know the variable.
+fn telemetry_wanted() -> bool {
+    std::env::var_os(TELEMETRY_VAR).is_some_and(|v| v == "0")
+}
+
 /// An empty `ORT_DYLIB_PATH` (`ORT_DYLIB_PATH= scoria up`, or a blank value in a pod spec)
 /// counts as unset: read as a path it named no file, and every model fell back to tract.
 fn library_path_from(var: Option<std::ffi::OsString>, project: &Path) -> PathBuf {
@@ -58,9 +84,16 @@ impl OnnxRuntime {
                         lib.display()
                     ));
                 }
+                let telemetry = telemetry_wanted();
+                tracing::info!(
+                    library = %lib.display(),
+                    telemetry = if telemetry { "on (ORT_DISABLE_TELEMETRY=0)" } else { "off" },
+                    "loading ONNX Runtime"
+                );
                 ort::init_from(lib)
                     .map_err(|e| format!("cannot load the ONNX Runtime library {}: {e}", lib.display()))?
                     .with_name("scoria")
+                    .with_telemetry(telemetry)
                     .build()
                     .map(Arc::new)
                     .map_err(|e| format!("ONNX Runtime did not start: {e}"))
