@@ -63,7 +63,7 @@ def with_custom_section(wasm, payload):
 
 
 def permuted_index(path):
-    """The FAQ index with its first two entries' columns swapped (see tests/hot_swap.rs)."""
+    """The FAQ index with its first two entries' columns swapped (see host/tests/hot_swap.rs)."""
     model = onnx.load(path)
     init = next(t for t in model.graph.initializer if t.name == "matrix")
     m = numpy_helper.to_array(init).copy()
