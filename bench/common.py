@@ -21,6 +21,13 @@ def free_port():
 @contextlib.contextmanager
 def scoria_up(scoria_bin, manifest=None, extra=()):
     """Run `scoria up` on a free port until the block ends; yields its base URL once ready."""
+    with scoria_process(scoria_bin, manifest, extra) as (base, _pid):
+        yield base
+
+
+@contextlib.contextmanager
+def scoria_process(scoria_bin, manifest=None, extra=()):
+    """`scoria_up`, yielding `(base URL, pid)`: for benchmarks that read the host's CPU time."""
     port = free_port()
     server = subprocess.Popen(
         [scoria_bin, "up", "--manifest", manifest or os.path.join(ROOT, "spin.toml"),
@@ -38,7 +45,7 @@ def scoria_up(scoria_bin, manifest=None, extra=()):
             if time.time() > deadline or server.poll() is not None:
                 sys.exit("scoria did not become ready")
             time.sleep(0.2)
-        yield base
+        yield base, server.pid
     finally:
         server.terminate()
         server.wait()

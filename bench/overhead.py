@@ -1,0 +1,103 @@
+"""Scoria's own cost per request, against a baseline build of the function in the same run.
+
+/classify with `application/x-tensor` bodies (one 224x224 image, 602,112 bytes) on
+`nullnet`, a model that costs almost nothing (spin-nullnet.toml), so that what is measured
+is HTTP, a fresh instance of image-classify, its handling of the body, wasi-nn and the host:
+what Scoria adds to every request, and what a GPU node pays on its CPUs for each image it
+feeds the GPU.
+
+The current build (functions/target) and a baseline build of the same function (`--baseline`,
+for example the previous commit's: `./dev bench overhead --baseline-rev REV` builds it) are
+served by the same host binary in `--rounds` alternating pairs. For each: requests per second
+at concurrency 8, p50, and the host's CPU time per request (user + system time of the scoria
+process over the run, from /proc). Then the ratios current / baseline.
+
+Usage: overhead.py --bin-dir DIR --oha BIN --baseline WASM [--rounds 3] [--seconds 5]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, oha, scoria_process  # noqa: E402
+
+MANIFEST = os.path.join(ROOT, "spin-nullnet.toml")
+CURRENT = "functions/target/wasm32-wasip2/release/image_classify.wasm"
+CONCURRENCY = 8
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def manifest_for(wasm):
+    """spin-nullnet.toml serving `wasm`, written beside it (paths are relative to a manifest)."""
+    with open(MANIFEST) as f:
+        text = f.read().replace(CURRENT, os.path.relpath(wasm, ROOT))
+    fd, path = tempfile.mkstemp(prefix=".overhead-", suffix=".toml", dir=ROOT)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def measure(a, wasm, body):
+    """req/s, p50 (ms) and host CPU per request (µs) for one build."""
+    manifest = manifest_for(wasm)
+    try:
+        with scoria_process(os.path.join(a.bin_dir, "scoria"), manifest, ["--backend", "onnxruntime"]) as (base, pid):
+            url = f"{base}/classify"
+            oha(a.oha, url, body, "application/x-tensor", ["-z", "2s", "-c", str(CONCURRENCY)])
+            before = cpu_seconds(pid)
+            d = oha(a.oha, url, body, "application/x-tensor", ["-z", f"{a.seconds}s", "-c", str(CONCURRENCY)])
+            used = cpu_seconds(pid) - before
+    finally:
+        os.remove(manifest)
+    done = sum(d.get("statusCodeDistribution", {}).values())
+    return {
+        "req_s": d["summary"]["requestsPerSec"],
+        "p50_ms": d["latencyPercentiles"]["p50"] * 1e3,
+        "cpu_us": used / done * 1e6,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--baseline", required=True, help="image_classify.wasm to compare with")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    a = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        body = os.path.join(tmp, "input.f32")
+        np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype("<f4").tofile(body)
+        runs = {"baseline": [], "current": []}
+        for r in range(a.rounds):
+            for name, wasm in (("baseline", a.baseline), ("current", os.path.join(ROOT, CURRENT))):
+                m = measure(a, wasm, body)
+                runs[name].append(m)
+                print(f"round {r + 1} {name:8}: {m['req_s']:7.0f} req/s  p50 {m['p50_ms']:5.2f} ms  "
+                      f"host CPU {m['cpu_us']:6.0f} µs/request", flush=True)
+
+    def median(name, key):
+        return statistics.median(m[key] for m in runs[name])
+
+    print(f"\nnullnet, application/x-tensor (1 image), c={CONCURRENCY}, medians of {a.rounds} rounds:")
+    print("| measure | baseline | current | current / baseline |\n|---|---|---|---|")
+    for key, label, fmt in (("req_s", "requests/s", "{:.0f}"), ("p50_ms", "p50 (ms)", "{:.2f}"),
+                            ("cpu_us", "host CPU per request (µs)", "{:.0f}")):
+        b, c = median("baseline", key), median("current", key)
+        print(f"| {label} | {fmt.format(b)} | {fmt.format(c)} | {c / b:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
