@@ -256,7 +256,9 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| unreadable("it was already being read".into()))?;
     let (done, done_reader) = wit_future::new(|| Ok(()));
     let (mut stream, trailers) = message.consume_body(done_reader);
-    let mut body = Vec::with_capacity(declared.min(MAX_PREALLOCATION));
+    // One spare byte: the last read finds only the end of the stream, and a full buffer would
+    // be grown (and the body copied) for it.
+    let mut body = Vec::with_capacity(declared.min(MAX_PREALLOCATION) + 1);
     loop {
         if body.len() == body.capacity() {
             body.reserve(64 << 10);
