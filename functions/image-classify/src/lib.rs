@@ -218,8 +218,8 @@ fn decode_all(images: &Images, pre: &Preprocess) -> Result<(usize, Vec<f32>), Ap
     Ok((blobs.len(), data))
 }
 
-/// An `application/x-tensor` body: float32 LE `[n, 3, crop, crop]`, `n` from its length.
-/// How many images an `application/x-tensor` body holds, or why it is not such a body.
+/// How many images an `application/x-tensor` body (float32 LE `[n, 3, crop, crop]`, `n` from
+/// its length) holds, or why it is not such a body.
 fn tensor_images(bytes: &[u8], crop: u32, max_images: usize) -> Result<usize, ApiError> {
     let per_image = 3 * (crop as usize) * (crop as usize) * 4;
     let n = bytes.len() / per_image;
