@@ -242,6 +242,8 @@ fn tensor_images(bytes: &[u8], crop: u32, max_images: usize) -> Result<usize, Ap
 /// host, and one more copy of the body.
 async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
     const MAX_PREALLOCATION: usize = 64 << 20;
+    // Read from the header: `http_body::Body::size_hint` on spin-sdk's body gave no length here
+    // (tried: a 600 KB tensor body then grew the buffer by doubling, 2 MB of guest memory).
     let declared = req
         .headers()
         .get("content-length")
