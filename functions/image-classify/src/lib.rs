@@ -167,7 +167,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
                 .into_iter()
                 .map(|index| Prediction {
                     index,
-                    label: labels.get(index).map(String::as_str).unwrap_or(""),
+                    label: labels.get(index).unwrap_or(""),
                     score: probs[index],
                 })
                 .collect();
