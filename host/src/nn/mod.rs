@@ -3,6 +3,7 @@
 //! - [`Backend`] turns a model card into a [`Graph`]; [`tract`] is the CPU backend, and
 //!   others (ONNX Runtime) implement the same trait.
 //! - [`ModelRegistry`] holds every model loaded at start-up, shared by all requests.
+//! - [`pool`] runs computes on the inference threads, off the async runtime.
 //! - [`wit`] is the `wasi:nn@0.2.0-rc-2024-10-28` implementation that guests see.
 //!
 //! Tensors are validated against the card here, once, so that backends only ever see inputs
@@ -10,12 +11,15 @@
 
 pub mod batch;
 pub mod onnxruntime;
+pub mod pool;
 pub mod tract;
 pub mod wit;
 
 use crate::models::{DType, ModelEntry, TensorSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+pub use pool::InferencePool;
 
 /// wasi-nn's error codes, which guests branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,79 +245,6 @@ fn validate(spec: &TensorSpec, t: &Tensor) -> Result<(), NnError> {
             ErrorKind::TooLarge,
             format!("input `{}` is too large", spec.name),
         )),
-    }
-}
-
-/// The threads that run inference: one per CPU core, shared by all models.
-///
-/// A fixed set of threads rather than tokio's blocking pool: a CPU backend gains nothing from
-/// more computes than cores, and each thread that ever allocates activation buffers keeps its
-/// own allocator arena, so an elastic pool makes RSS creep under load. Extra computes wait in
-/// the channel; that wait is the queue delay in the metrics.
-pub struct InferencePool {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-impl InferencePool {
-    /// Start `threads` inference threads.
-    pub fn new(threads: usize) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("scoria-infer-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start an inference thread");
-            }
-        }
-        Self {
-            jobs: std::sync::Mutex::new(tx),
-        }
-    }
-
-    /// Run `f` on an inference thread; returns how long it waited for one, and its result
-    /// (`Err` if it panicked, so a backend bug fails one request, not the thread).
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<(std::time::Duration, T), NnError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let submitted = std::time::Instant::now();
-        let job: Job = Box::new(move || {
-            let queued = submitted.elapsed();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            let _ = tx.send((queued, result));
-        });
-        let sent = self.jobs.lock().map(|j| j.send(job).is_ok()).unwrap_or(false);
-        if !sent {
-            return Err(NnError::new(
-                ErrorKind::RuntimeError,
-                "the inference threads are gone",
-            ));
-        }
-        match rx.await {
-            Ok((queued, Ok(v))) => Ok((queued, v)),
-            Ok((_, Err(_))) => Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")),
-            Err(_) => Err(NnError::new(
-                ErrorKind::RuntimeError,
-                "the inference thread stopped",
-            )),
-        }
     }
 }
 
