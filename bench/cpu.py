@@ -5,7 +5,9 @@ Then `--backend auto`: which backend it picks, against the faster of the two mea
 
 Usage: cpu.py --bin-dir DIR --oha BIN [--photo F] [--models efficientnet-lite0,resnet152] [--rounds 3]
 Prints p50 latencies at concurrency 1 and the ratios; the target is Scoria on ONNX Runtime
-within 1.1x of native ONNX Runtime at p50. Native and Scoria on ONNX Runtime are measured in
+within 1.1x of native ONNX Runtime at p50. It also sends the photo's preprocessed tensor
+(`application/x-tensor`) and compares that with native inference on the same tensor: the
+serving cost alone, without the guest's image decoding. Native and Scoria on ONNX Runtime are measured in
 `--rounds` back-to-back pairs and the pair with the median ratio is reported, with the range:
 on a shared machine one noisy pair moved the ratio by almost 0.2 (1.24x to 1.42x).
 """
@@ -13,8 +15,10 @@ on a shared machine one noisy pair moved the ratio by almost 0.2 (1.24x to 1.42x
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -25,24 +29,31 @@ MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.tom
 REQUESTS = {"efficientnet-lite0": 200, "resnet152": 20}
 
 
-def native(bin_dir, model, backend, photo, n):
-    """p50 of decode + preprocess + inference, in-process, one at a time."""
+def native(bin_dir, model, backend, photo, n, tensor_file=None):
+    """p50 of decode + preprocess + inference, in-process, one at a time. With `tensor_file`,
+    also writes the photo's tensor there and times inference alone on it (`tensor_ms_p50`)."""
+    env = {**os.environ, "SCORIA_BACKEND": backend, "SCORIA_MODEL": model, "RUST_LOG": "warn"}
+    if tensor_file:
+        env["SCORIA_TENSOR_FILE"] = tensor_file
     out = subprocess.run(
         [os.path.join(bin_dir, "examples", "native_classify"), os.path.join(ROOT, "models"), photo, str(n), "1", "1"],
-        check=True, capture_output=True, text=True,
-        env={**os.environ, "SCORIA_BACKEND": backend, "SCORIA_MODEL": model, "RUST_LOG": "warn"},
+        check=True, capture_output=True, text=True, env=env,
     ).stdout
     return json.loads(out)
 
 
-def served(bin_dir, oha_bin, model, backend, photo, n):
-    """p50 of /classify through `scoria up`, one request at a time, after a warm-up."""
+def served(bin_dir, oha_bin, model, backend, bodies, n):
+    """p50 of /classify through `scoria up` for each `(file, content type)` in `bodies`, one
+    request at a time, each after a warm-up; one host serves them all."""
     manifest = os.path.join(ROOT, MANIFESTS[model])
     with scoria_up(os.path.join(bin_dir, "scoria"), manifest, ["--backend", backend]) as base:
         url = f"{base}/classify"
-        oha(oha_bin, url, photo, "image/jpeg", ["-n", str(max(n // 10, 3)), "-c", "1"])
-        d = oha(oha_bin, url, photo, "image/jpeg", ["-n", str(n), "-c", "1"])
-        return d["latencyPercentiles"]["p50"] * 1e3
+        p50s = []
+        for body, ctype in bodies:
+            oha(oha_bin, url, body, ctype, ["-n", str(max(n // 10, 3)), "-c", "1"])
+            d = oha(oha_bin, url, body, ctype, ["-n", str(n), "-c", "1"])
+            p50s.append(d["latencyPercentiles"]["p50"] * 1e3)
+        return p50s
 
 
 def auto_choice(bin_dir, model):
@@ -76,21 +87,32 @@ def main():
     a = ap.parse_args()
     rows = []
     spreads = {}
+    tensors = {}
+    work = tempfile.mkdtemp(prefix="scoria-bench-cpu-")
     for model in a.models.split(","):
         n = REQUESTS[model]
+        # The photo's preprocessed tensor, as native_classify computes it, so that both sides
+        # of the tensor comparison run the model on the same input.
+        tensor = os.path.join(work, f"{model}.f32")
+        bodies = [(a.photo, "image/jpeg"), (tensor, "application/x-tensor")]
         pairs = []
         for _ in range(max(a.rounds, 1)):
-            nat = native(a.bin_dir, model, "onnxruntime", a.photo, n)
-            ms = served(a.bin_dir, a.oha, model, "onnxruntime", a.photo, n)
-            pairs.append((ms / nat["total_ms_p50"], nat, ms))
+            nat = native(a.bin_dir, model, "onnxruntime", a.photo, n, tensor)
+            ms, ms_tensor = served(a.bin_dir, a.oha, model, "onnxruntime", bodies, n)
+            pairs.append((ms / nat["total_ms_p50"], nat, ms, ms_tensor / nat["tensor_ms_p50"], ms_tensor))
         pairs.sort(key=lambda p: p[0])
-        _, nat_ort, s_ort = pairs[len(pairs) // 2]
+        _, nat_ort, s_ort, _, _ = pairs[len(pairs) // 2]
         spreads[model] = [p[0] for p in pairs]
+        # The tensor pair reported is the round with the median tensor ratio, on its own.
+        by_tensor = sorted(pairs, key=lambda p: p[3])
+        _, nat_t, _, _, s_t = by_tensor[len(by_tensor) // 2]
+        tensors[model] = (nat_t["tensor_ms_p50"], s_t, [p[3] for p in by_tensor])
         nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
-        s_tract = served(a.bin_dir, a.oha, model, "tract", a.photo, n)
+        (s_tract,) = served(a.bin_dir, a.oha, model, "tract", bodies[:1], n)
         picked, why = auto_choice(a.bin_dir, model)
         rows.append((model, nat_ort, nat_tract, s_ort, s_tract, picked, why))
         print(f"{model}: done", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nphoto {os.path.relpath(a.photo, ROOT)}; {os.cpu_count()} CPUs; p50 at c=1 in ms "
           "(decode + preprocess + inference; Scoria adds HTTP and the WebAssembly instance)")
@@ -111,6 +133,12 @@ def main():
         ratio = s_ort / nat_ort["total_ms_p50"]
         every = ", ".join(f"{r:.3f}x" for r in spreads[model])
         print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it ({every})")
+    print("\nthe photo's tensor as the body (application/x-tensor), against native ONNX Runtime on the same "
+          "tensor (inference and top-5): what Scoria adds when the client preprocesses, p50 in ms")
+    for model, (nat_t, s_t, every) in tensors.items():
+        all_rounds = ", ".join(f"{r:.3f}x" for r in every)
+        print(f"  {model}: native {nat_t:.2f}, Scoria {s_t:.2f}, {s_t / nat_t:.3f}x "
+              f"(+{s_t - nat_t:.2f} ms; all rounds {all_rounds})")
 
 
 if __name__ == "__main__":

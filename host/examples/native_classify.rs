@@ -6,6 +6,11 @@
 //! The model is `SCORIA_MODEL` (default efficientnet-lite0), the backend `SCORIA_BACKEND`.
 //! Prints one JSON object: per-stage p50s and total p50/p99 at concurrency 1, then
 //! throughput (images/s) at each concurrency given.
+//!
+//! With `SCORIA_TENSOR_FILE=<path>` it also writes the photo's preprocessed tensor there
+//! (float32 little-endian, the `application/x-tensor` body a client would send) and times
+//! inference and top-5 alone on that tensor (`tensor_ms_p50`): the baseline for a request that
+//! brings its own tensor, as a client of Triton or KServe would.
 
 mod support;
 use scoria::models::Repository;
@@ -60,7 +65,12 @@ fn main() -> anyhow::Result<()> {
             pipeline(&model, &pre, &photo).expect("pipeline");
         })
     };
+    let tensor_ms_p50 = match std::env::var_os("SCORIA_TENSOR_FILE") {
+        Some(path) => Some(tensor_only(&model, &pre, &photo, iterations, path.as_ref())?),
+        None => None,
+    };
     let out = serde_json::json!({
+        "tensor_ms_p50": tensor_ms_p50,
         "decode_ms_p50": support::pct(&mut dec, 0.5),
         "preprocess_ms_p50": support::pct(&mut prep, 0.5),
         "inference_ms_p50": support::pct(&mut inf, 0.5),
@@ -70,6 +80,38 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{out}");
     Ok(())
+}
+
+/// Write the photo's preprocessed tensor to `path`, then time inference and top-5 alone on
+/// it; returns the p50 in ms.
+fn tensor_only(
+    model: &LoadedModel,
+    pre: &Preprocess,
+    photo: &[u8],
+    iterations: usize,
+    path: &std::path::Path,
+) -> anyhow::Result<f64> {
+    let img = vision::decode(photo, 40_000_000)?;
+    let mut data = Vec::new();
+    vision::to_tensor(&img, pre, &pre.affine().map_err(anyhow::Error::msg)?, &mut data);
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes)?;
+    let name = model.entry.card.inputs[0].name.clone();
+    let once = || -> anyhow::Result<f64> {
+        let input = Tensor::from_slice(vec![1, 3, pre.crop, pre.crop], &data);
+        let t = Instant::now();
+        let out = model.compute(vec![(name.clone(), input)])?;
+        let logits: Vec<f32> = out[0].1.to_vec();
+        std::hint::black_box(vision::top_k(&vision::softmax(&logits), 5));
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..5 {
+        once()?;
+    }
+    let mut times = (0..iterations)
+        .map(|_| once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(support::pct(&mut times, 0.5))
 }
 
 /// Decode, preprocess and infer once; returns the three stage times in ms.
