@@ -216,9 +216,27 @@ struct PluginCli {
     log_format: LogFormat,
 }
 
+/// Under `RUST_BACKTRACE=1`, common on developers' machines, std also captures a backtrace
+/// for every library error: wasmtime builds an error each time a request's store is dropped
+/// (about a hundredth of a tensor request's CPU in `perf`), and a mistyped manifest path
+/// printed forty lines of stack. Panics still print theirs; `RUST_LIB_BACKTRACE=1` brings
+/// error backtraces back.
+///
+/// # Safety
+/// It sets an environment variable, so no other thread may be running.
+unsafe fn quiet_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: the caller guarantees that this process has a single thread.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // SAFETY: nothing has started a thread yet.
-    unsafe { scoria::nn::onnxruntime::disable_telemetry_by_default() };
+    unsafe {
+        scoria::nn::onnxruntime::disable_telemetry_by_default();
+        quiet_error_backtraces();
+    }
     let first = std::env::args_os().nth(1);
     let is_flag = first
         .as_ref()

@@ -329,3 +329,27 @@ fn soak_30_seconds_at_concurrency_8() {
     assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
     assert!(report["rss_growth"].as_f64().unwrap() < 0.10, "{report}");
 }
+
+/// Under `RUST_BACKTRACE=1` an error names its cause without a stack trace, unless
+/// `RUST_LIB_BACKTRACE=1` asks for one (the host sets it to 0 when unset, so that wasmtime's
+/// per-request errors capture no backtrace either).
+#[test]
+fn errors_capture_no_backtrace_unless_asked() {
+    let start = |lib_backtrace: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
+        cmd.args(["up", "--manifest", "no-such-spin.toml"])
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LIB_BACKTRACE");
+        if let Some(v) = lib_backtrace {
+            cmd.env("RUST_LIB_BACKTRACE", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let plain = start(None);
+    assert!(plain.contains("no-such-spin.toml"), "{plain}");
+    assert!(!plain.contains("Stack backtrace"), "{plain}");
+    let asked = start(Some("1"));
+    assert!(asked.contains("Stack backtrace"), "{asked}");
+}
