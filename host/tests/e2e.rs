@@ -232,6 +232,30 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     );
 }
 
+/// A function whose manifest entry does not mount its model's folder cannot read the card:
+/// a 500 that says which file and what to add, and the host goes on serving.
+#[test]
+fn a_missing_model_mount_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let moved = text.replace(
+        "destination = \"/models/efficientnet-lite0\"",
+        "destination = \"/models/elsewhere\"",
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&manifest, moved).unwrap();
+    let s = Server::start(manifest.to_str().unwrap(), &[]);
+    let (st, v) = s.post("/classify", "image/jpeg", photo("chelsea.jpg"));
+    assert_error(st, &v, 500, "model_card_unreadable");
+    let msg = v.to_string();
+    assert!(
+        msg.contains("/models/efficientnet-lite0/model.toml") && msg.contains("`files`"),
+        "{v}"
+    );
+    s.assert_alive();
+}
+
 #[test]
 fn health_and_readiness() {
     let s = Server::start("spin.toml", &[]);

@@ -2,8 +2,10 @@
 //!
 //! - [`nn`]: guest bindings to `wasi:nn@0.2.0-rc-2024-10-28` and a typed `infer` helper;
 //! - [`error`]: the JSON error body that every Scoria endpoint returns;
-//! - [`card`]: the parts of a model's `model.toml` that a function reads at run time.
+//! - [`card`]: the parts of a model's `model.toml` that a function reads at run time;
+//! - [`mount`]: reading a file from the component's mounts in few host calls.
 
 pub mod card;
 pub mod error;
+pub mod mount;
 pub mod nn;
