@@ -17,6 +17,7 @@
 
 use scoria_guest::card::{Card, MODELS_ROOT};
 use scoria_guest::error::ApiError;
+use scoria_guest::mount;
 use scoria_guest::nn::{compute, F32Tensor, I64Tensor, Input};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::body::IncomingBodyExt;
@@ -171,7 +172,7 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
     let encoder = timing.time("tokenizer", || {
         let read = |file: &str| {
             let path = format!("{MODELS_ROOT}/{}/{file}", model.name);
-            std::fs::read(&path)
+            mount::read(&path)
                 .map_err(|e| ApiError::internal("tokenizer_unreadable", format!("cannot read {path}: {e}")))
         };
         let pre = &model.preprocess;
@@ -359,7 +360,7 @@ fn read_entries(index: &str, file: &str, wanted: &[usize]) -> Result<Vec<Entry>,
         return Ok(Vec::new());
     }
     let path = format!("{MODELS_ROOT}/{index}/{file}");
-    let text = std::fs::read_to_string(&path)
+    let text = mount::read_to_string(&path)
         .map_err(|e| ApiError::internal("index_unreadable", format!("cannot read {path}: {e}")))?;
     let lines: Vec<&str> = text.lines().collect();
     wanted

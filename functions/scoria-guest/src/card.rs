@@ -40,7 +40,7 @@ impl<P: DeserializeOwned> Card<P> {
     /// Read `/models/<model>/model.toml`.
     pub fn load(model: &str) -> Result<Self, ApiError> {
         let path = format!("{MODELS_ROOT}/{model}/model.toml");
-        let text = read_text(&path).map_err(|e| {
+        let text = crate::mount::read_to_string(&path).map_err(|e| {
             ApiError::internal(
                 "model_card_unreadable",
                 format!("cannot read {path}: {e}; mount the model folder in this component's `files`"),
@@ -55,16 +55,10 @@ impl<P: DeserializeOwned> Card<P> {
             return Ok(Labels::default());
         };
         let path = format!("{MODELS_ROOT}/{}/{file}", self.name);
-        let text = read_text(&path)
+        let text = crate::mount::read_to_string(&path)
             .map_err(|e| ApiError::internal("labels_unreadable", format!("cannot read {path}: {e}")))?;
         Ok(Labels { text })
     }
-}
-
-/// A mounted UTF-8 file, read with [`crate::mount::read`].
-fn read_text(path: &str) -> std::io::Result<String> {
-    String::from_utf8(crate::mount::read(path)?)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A labels file kept as read. An answer names five of ImageNet's thousand classes, and

@@ -1,4 +1,4 @@
-//! Reading a mounted file (a model card, a labels file) in a handful of host calls.
+//! Reading a mounted file (a model card, labels, a vocabulary) in a handful of host calls.
 //!
 //! A fresh instance reads its model card and labels on every request. Through `std::fs`
 //! (wasi-libc) each file took an open, three stats, a stream and two reads, every one a trip
@@ -31,17 +31,25 @@ pub fn read(path: &str) -> io::Result<Vec<u8>> {
         .map_err(to_io)?;
     let size = file.stat().map_err(to_io)?.size;
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    loop {
-        // Ask for one byte more than the size: a short read is the end of a regular file, so
-        // a file that has not changed since the stat takes one call (wasmtime reports `end`
-        // only on an empty read, which would take a second).
-        let want = (size + 1).saturating_sub(data.len() as u64).max(4096);
-        let (chunk, end) = file.read(want, data.len() as u64).map_err(to_io)?;
+    // Read the size the stat gave. A short read is not the end of the file: wasmtime hands
+    // back at most 64 KiB per call (a vocabulary takes several) and reports the end only on
+    // an empty read, which would cost every file one more call. Mounts are read-only, so the
+    // size holds.
+    while (data.len() as u64) < size {
+        let (chunk, end) = file
+            .read(size - data.len() as u64, data.len() as u64)
+            .map_err(to_io)?;
         data.extend_from_slice(&chunk);
-        if end || (chunk.len() as u64) < want {
-            return Ok(data);
+        if end || chunk.is_empty() {
+            break;
         }
     }
+    Ok(data)
+}
+
+/// [`read`], as UTF-8 text.
+pub fn read_to_string(path: &str) -> io::Result<String> {
+    String::from_utf8(read(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn to_io(e: ErrorCode) -> io::Error {
