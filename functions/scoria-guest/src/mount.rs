@@ -6,29 +6,35 @@
 
 use std::io;
 use wasip2::filesystem::preopens;
-use wasip2::filesystem::types::{DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+
+thread_local! {
+    /// The component's mounts, asked for once per instance: a request reads several files.
+    static MOUNTS: Vec<(Descriptor, String)> = preopens::get_directories();
+}
 
 /// The whole of the file at `path`, an absolute path under one of the component's `files`
 /// destinations.
 pub fn read(path: &str) -> io::Result<Vec<u8>> {
-    // The mount whose destination is the longest prefix of `path`, and the rest of the path.
-    let (dir, rel) = preopens::get_directories()
-        .into_iter()
-        .filter_map(|(dir, root)| {
-            let rel = path.strip_prefix(root.trim_end_matches('/'))?.strip_prefix('/')?;
-            Some((root.len(), dir, rel))
-        })
-        .max_by_key(|(len, _, _)| *len)
-        .map(|(_, dir, rel)| (dir, rel))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mount holds this path"))?;
-    let file = dir
-        .open_at(
+    let file = MOUNTS.with(|mounts| {
+        // The mount whose destination is the longest prefix of `path`, and the rest of the path.
+        let (dir, rel) = mounts
+            .iter()
+            .filter_map(|(dir, root)| {
+                let rel = path.strip_prefix(root.trim_end_matches('/'))?.strip_prefix('/')?;
+                Some((root.len(), dir, rel))
+            })
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, dir, rel)| (dir, rel))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mount holds this path"))?;
+        dir.open_at(
             PathFlags::SYMLINK_FOLLOW,
             rel,
             OpenFlags::empty(),
             DescriptorFlags::READ,
         )
-        .map_err(to_io)?;
+        .map_err(to_io)
+    })?;
     let size = file.stat().map_err(to_io)?.size;
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     // Read the size the stat gave. A short read is not the end of the file: wasmtime hands
