@@ -15,25 +15,9 @@ Usage (./dev bench runs this): python bench/classify.py [--photo tests/data/chel
 import argparse
 import json
 import os
-import statistics
 import subprocess
-import urllib.request
 
-from common import ROOT, oha, scoria_up, server_timing
-
-
-def timings(url, photo, n):
-    """Median inference and total time per request, as the host measured them (Server-Timing)."""
-    body = open(photo, "rb").read()
-    inf, tot = [], []
-    for _ in range(n):
-        req = urllib.request.Request(url, data=body, headers={"content-type": "image/png"})
-        with urllib.request.urlopen(req) as r:
-            r.read()
-            t = server_timing(r)
-            inf.append(t["inference"])
-            tot.append(t["total"])
-    return statistics.median(inf), statistics.median(tot)
+from common import ROOT, oha, scoria_up, server_timing_medians
 
 
 def main():
@@ -59,7 +43,8 @@ def main():
         c1 = run(["-n", str(a.requests), "-c", "1"])
         c2 = run(["-z", f"{a.seconds}s", "-c", "2"])
         c8 = run(["-z", f"{a.seconds}s", "-c", "8"])
-        inf_ms, host_total_ms = timings(url, a.photo, 50)
+        split = server_timing_medians(url, open(a.photo, "rb").read(), "image/png", 50)
+        inf_ms, host_total_ms = split["inference"], split["total"]
 
     p50 = c1["latencyPercentiles"]["p50"] * 1e3
     p99 = c1["latencyPercentiles"]["p99"] * 1e3

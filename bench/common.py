@@ -1,12 +1,15 @@
 """What the benchmark and evaluation scripts share: starting `scoria up` and driving oha."""
 
 import contextlib
+import http.client
 import json
 import os
+import statistics
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,3 +103,26 @@ def server_timing(response):
             if dur:
                 out[name] = float(dur)
     return out
+
+
+def server_timing_medians(url, body, content_type, n):
+    """Median of each `Server-Timing` entry over `n` requests of `body`, one at a time on one
+    kept-alive connection, and of the time the client waited for each (`client`), in ms."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    seen = {}
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            conn.request("POST", parsed.path + (f"?{parsed.query}" if parsed.query else ""), body,
+                         {"content-type": content_type})
+            r = conn.getresponse()
+            r.read()
+            seen.setdefault("client", []).append((time.perf_counter() - started) * 1e3)
+            if r.status != 200:
+                sys.exit(f"benchmark request failed: {r.status}")
+            for k, v in server_timing(r).items():
+                seen.setdefault(k, []).append(v)
+    finally:
+        conn.close()
+    return {k: statistics.median(v) for k, v in seen.items()}

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, oha, scoria_up  # noqa: E402
+from common import ROOT, oha, scoria_up, server_timing_medians  # noqa: E402
 
 MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
 # Requests per measurement: enough for a stable p50 at each model's cost on 2 cores.
@@ -44,16 +44,19 @@ def native(bin_dir, model, backend, photo, n, tensor_file=None):
 
 def served(bin_dir, oha_bin, model, backend, bodies, n):
     """p50 of /classify through `scoria up` for each `(file, content type)` in `bodies`, one
-    request at a time, each after a warm-up; one host serves them all."""
+    request at a time, each after a warm-up; one host serves them all. Also the medians of
+    each body's `Server-Timing` steps over another n requests: `(p50s, steps)`."""
     manifest = os.path.join(ROOT, MANIFESTS[model])
     with scoria_up(os.path.join(bin_dir, "scoria"), manifest, ["--backend", backend]) as base:
         url = f"{base}/classify"
-        p50s = []
+        p50s, steps = [], []
         for body, ctype in bodies:
             oha(oha_bin, url, body, ctype, ["-n", str(max(n // 10, 3)), "-c", "1"])
             d = oha(oha_bin, url, body, ctype, ["-n", str(n), "-c", "1"])
             p50s.append(d["latencyPercentiles"]["p50"] * 1e3)
-        return p50s
+            with open(body, "rb") as f:
+                steps.append(server_timing_medians(url, f.read(), ctype, n))
+        return p50s, steps
 
 
 def auto_choice(bin_dir, model):
@@ -98,17 +101,17 @@ def main():
         pairs = []
         for _ in range(max(a.rounds, 1)):
             nat = native(a.bin_dir, model, "onnxruntime", a.photo, n, tensor)
-            ms, ms_tensor = served(a.bin_dir, a.oha, model, "onnxruntime", bodies, n)
-            pairs.append((ms / nat["total_ms_p50"], nat, ms, ms_tensor / nat["tensor_ms_p50"], ms_tensor))
+            (ms, ms_tensor), (_, split) = served(a.bin_dir, a.oha, model, "onnxruntime", bodies, n)
+            pairs.append((ms / nat["total_ms_p50"], nat, ms, ms_tensor / nat["tensor_ms_p50"], ms_tensor, split))
         pairs.sort(key=lambda p: p[0])
-        _, nat_ort, s_ort, _, _ = pairs[len(pairs) // 2]
+        _, nat_ort, s_ort, *_ = pairs[len(pairs) // 2]
         spreads[model] = [p[0] for p in pairs]
         # The tensor pair reported is the round with the median tensor ratio, on its own.
         by_tensor = sorted(pairs, key=lambda p: p[3])
-        _, nat_t, _, _, s_t = by_tensor[len(by_tensor) // 2]
-        tensors[model] = (nat_t["tensor_ms_p50"], s_t, [p[3] for p in by_tensor])
+        _, nat_t, _, _, s_t, split = by_tensor[len(by_tensor) // 2]
+        tensors[model] = (nat_t["tensor_ms_p50"], s_t, [p[3] for p in by_tensor], split)
         nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
-        (s_tract,) = served(a.bin_dir, a.oha, model, "tract", bodies[:1], n)
+        (s_tract,), _ = served(a.bin_dir, a.oha, model, "tract", bodies[:1], n)
         picked, why = auto_choice(a.bin_dir, model)
         rows.append((model, nat_ort, nat_tract, s_ort, s_tract, picked, why))
         print(f"{model}: done", flush=True)
@@ -135,10 +138,21 @@ def main():
         print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it ({every})")
     print("\nthe photo's tensor as the body (application/x-tensor), against native ONNX Runtime on the same "
           "tensor (inference and top-5): what Scoria adds when the client preprocesses, p50 in ms")
-    for model, (nat_t, s_t, every) in tensors.items():
+    for model, (nat_t, s_t, every, _) in tensors.items():
         all_rounds = ", ".join(f"{r:.3f}x" for r in every)
         print(f"  {model}: native {nat_t:.2f}, Scoria {s_t:.2f}, {s_t / nat_t:.3f}x "
               f"(+{s_t - nat_t:.2f} ms; all rounds {all_rounds})")
+    print("\nwhere Scoria's time goes with the tensor body (that round): medians over as many requests again, "
+          "one at a time, of the client's wait and the host's Server-Timing steps, in ms. body: the host reading "
+          "the request body; instance: making the fresh instance; in host: the rest of the host's total (the "
+          "guest's own work, wasi-nn's copies, hand-offs between threads); outside: the client's wait minus the "
+          "host's total (HTTP and the client)")
+    print(f"  {'model':<20}{'client':>8}{'host total':>11}{'body':>7}{'instance':>9}{'inference':>10}"
+          f"{'(native)':>9}{'in host':>8}{'outside':>8}")
+    for model, (nat_t, _, _, st) in tensors.items():
+        rest = st["total"] - st["queue"] - st["body"] - st["instance"] - st["inference"]
+        print(f"  {model:<20}{st['client']:>8.2f}{st['total']:>11.2f}{st['body']:>7.2f}{st['instance']:>9.2f}"
+              f"{st['inference']:>10.2f}{nat_t:>9.2f}{rest:>8.2f}{st['client'] - st['total']:>8.2f}")
 
 
 if __name__ == "__main__":

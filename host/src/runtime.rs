@@ -238,6 +238,8 @@ pub struct StoreData {
     nn: NnCtx,
     limits: GuestLimits,
     request: RequestSlot,
+    /// How long making this instance took, reported to its request in `Server-Timing`.
+    made_in: Duration,
 }
 
 impl WasiView for StoreData {
@@ -300,6 +302,7 @@ impl FunctionState {
                 request: request.clone(),
             },
             request,
+            made_in: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -314,8 +317,10 @@ impl HandlerState for FunctionState {
     type WorkerState = OneRequest;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<StoreData, Deadline, OneRequest>> {
+        let started = Instant::now();
         let mut store = self.new_store()?;
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        store.data_mut().made_in = started.elapsed();
         let slot = store.data().request.clone();
         Ok(Instance {
             store,
@@ -329,16 +334,22 @@ impl HandlerState for FunctionState {
     }
 }
 
-/// What the server and the instance serving a request share: the inference time for
-/// `Server-Timing`, and whether the deadline ended it.
+/// What the server and the instance serving a request share: the instance's and the
+/// inference's times for `Server-Timing`, and whether the deadline ended it.
 #[derive(Debug, Default)]
 pub struct RequestState {
     pub inference: Arc<InferenceTiming>,
+    instance: OnceLock<Duration>,
     timed_out: AtomicBool,
     memory_exceeded: OnceLock<MemoryLimitExceeded>,
 }
 
 impl RequestState {
+    /// How long making the request's fresh instance took; `None` if it never started.
+    pub fn instance(&self) -> Option<Duration> {
+        self.instance.get().copied()
+    }
+
     /// Whether the request was stopped by its deadline (the client gets 504).
     pub fn timed_out(&self) -> bool {
         self.timed_out.load(Ordering::Acquire)
@@ -378,6 +389,7 @@ impl WorkerState for OneRequest {
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         store.data_mut().nn.set_timing(request.inference.clone());
+        let _ = request.instance.set(store.data().made_in);
         if let Ok(mut slot) = store.data().request.lock() {
             *slot = Some(request);
         }

@@ -334,10 +334,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
         resp.headers_mut().insert("x-request-id", v);
     }
     let elapsed = start.elapsed();
-    let total = format!("total;dur={:.3}", elapsed.as_secs_f64() * 1e3);
-    if let Ok(v) = HeaderValue::from_str(&total) {
-        resp.headers_mut().append("server-timing", v);
-    }
+    server_timing(&mut resp, "total", elapsed);
     if let Some(c) = component {
         state.metrics.request(c, resp.status().as_u16(), elapsed);
     }
@@ -461,6 +458,7 @@ async fn dispatch(
     }
 
     // Held until the function has answered, so bodies in memory are bounded too.
+    let waited = Instant::now();
     let _slot = match state.admission.get(component) {
         Some(a) => match a.admit(state.config.queue_timeout).await {
             Ok(slot) => Some(slot),
@@ -482,6 +480,8 @@ async fn dispatch(
         None => None,
     };
 
+    let queued = waited.elapsed();
+    let reading = Instant::now();
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, limit as usize).collect().await {
         Ok(b) => b.to_bytes(),
@@ -492,6 +492,7 @@ async fn dispatch(
         }
     };
 
+    let body_read = reading.elapsed();
     let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
         Ok(r) => r,
         Err(e) => return done(error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())),
@@ -501,12 +502,28 @@ async fn dispatch(
         Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         Err(e) => guest_failure(component, &e, &request),
     };
-    // Inference time as the host measured it; the rest of the request is guest and transport.
-    let header = format!("inference;dur={:.3}", request.inference.get().as_secs_f64() * 1e3);
-    if let Ok(v) = HeaderValue::from_str(&header) {
-        resp.headers_mut().append("server-timing", v);
+    // Where the host's time went; the rest of `total` is the guest's own work and the hand-offs
+    // between it and the host.
+    let steps = [
+        ("queue", Some(queued)),
+        ("body", Some(body_read)),
+        ("instance", request.instance()),
+        ("inference", Some(request.inference.get())),
+    ];
+    for (step, took) in steps {
+        if let Some(took) = took {
+            server_timing(&mut resp, step, took);
+        }
     }
     done(resp)
+}
+
+/// Append `step;dur=<ms>` to the response's `Server-Timing`.
+fn server_timing(resp: &mut Response<Body>, step: &str, took: Duration) {
+    let value = format!("{step};dur={:.3}", took.as_secs_f64() * 1e3);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().append("server-timing", v);
+    }
 }
 
 /// Rebuild the request for the guest: absolute URI (wasi-http wants scheme and authority) and

@@ -256,6 +256,41 @@ fn a_missing_model_mount_names_the_file_and_the_fix() {
     s.assert_alive();
 }
 
+/// `Server-Timing` splits the host's time, so that a client can see what serving added to
+/// the inference: waiting for a slot, reading the body, making the instance, inference, total.
+#[test]
+fn server_timing_splits_the_hosts_time() {
+    let s = Server::start("spin.toml", &[]);
+    let r = client()
+        .post(s.url("/classify"))
+        .header("content-type", "image/jpeg")
+        .body(photo("chelsea.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let steps: std::collections::HashMap<String, f64> = r
+        .headers()
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|h| {
+            let (name, dur) = h.to_str().ok()?.split_once(";dur=")?;
+            Some((name.to_string(), dur.parse().ok()?))
+        })
+        .collect();
+    for step in ["queue", "body", "instance", "inference", "total"] {
+        assert!(
+            steps.get(step).is_some_and(|ms| *ms >= 0.0),
+            "{step} in {steps:?}"
+        );
+    }
+    assert!(steps["instance"] > 0.0 && steps["inference"] > 0.0, "{steps:?}");
+    let parts = steps["queue"] + steps["body"] + steps["instance"] + steps["inference"];
+    assert!(
+        parts <= steps["total"] + 0.01,
+        "the steps add up to more than the total: {steps:?}"
+    );
+}
+
 #[test]
 fn health_and_readiness() {
     let s = Server::start("spin.toml", &[]);
