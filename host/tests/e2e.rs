@@ -291,6 +291,35 @@ fn server_timing_splits_the_hosts_time() {
     );
 }
 
+/// Answers, errors included, carry their length: sent chunked, the client waited for the
+/// chunked body's end after the head.
+#[test]
+fn answers_carry_their_length() {
+    let s = Server::start("spin.toml", &[]);
+    let requests = [
+        ("POST", "image/jpeg", photo("chelsea.jpg"), 200),
+        ("POST", "text/plain", b"not an image".to_vec(), 415),
+        ("GET", "image/jpeg", Vec::new(), 405),
+    ];
+    for (method, ct, body, want) in requests {
+        let r = client()
+            .request(method.parse().unwrap(), s.url("/classify"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want);
+        assert!(
+            r.headers().get("transfer-encoding").is_none(),
+            "{method} {ct}: chunked"
+        );
+        let length: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let text = r.text().unwrap();
+        assert_eq!(length, text.len(), "{text}");
+        assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+    }
+}
+
 #[test]
 fn health_and_readiness() {
     let s = Server::start("spin.toml", &[]);

@@ -38,16 +38,9 @@ async fn handle(req: Request) -> Response {
         Ok(json) => (200, json),
         Err(e) => (e.status, e.to_json()),
     };
-    let mut r = Response::new(body);
-    *r.status_mut() = spin_sdk::http::StatusCode::from_u16(status)
-        .unwrap_or(spin_sdk::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = r.headers_mut();
-    headers.insert("content-type", "application/json".parse().expect("static header"));
-    if status == 405 {
-        headers.insert("allow", "POST".parse().expect("static header"));
-    }
+    let mut r = scoria_guest::response::json(status, body);
     if let Ok(v) = timing.header().parse() {
-        headers.insert("server-timing", v);
+        r.headers_mut().insert("server-timing", v);
     }
     r
 }

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use scoria_guest::card::Card;
 use scoria_guest::error::ApiError;
 use scoria_guest::nn::{compute, F32Tensor, Input};
+use scoria_guest::response;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingMessage, Method, Request};
 use spin_sdk::wasip3::wit_future;
@@ -28,25 +29,9 @@ const DEFAULT_K: usize = 5;
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {
     match classify(req).await {
-        Ok(json) => respond(200, json),
-        Err(e) => {
-            let mut r = respond(e.status, e.to_json());
-            if e.status == 405 {
-                r.headers_mut()
-                    .insert("allow", "POST".parse().expect("static header"));
-            }
-            r
-        }
+        Ok(json) => response::json(200, json),
+        Err(e) => response::json(e.status, e.to_json()),
     }
-}
-
-fn respond(status: u16, body: String) -> Response {
-    let mut r = Response::new(body);
-    *r.status_mut() = spin_sdk::http::StatusCode::from_u16(status)
-        .unwrap_or(spin_sdk::http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().expect("static header"));
-    r
 }
 
 /// One ranked class.

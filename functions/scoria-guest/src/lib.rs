@@ -3,9 +3,11 @@
 //! - [`nn`]: guest bindings to `wasi:nn@0.2.0-rc-2024-10-28` and a typed `infer` helper;
 //! - [`error`]: the JSON error body that every Scoria endpoint returns;
 //! - [`card`]: the parts of a model's `model.toml` that a function reads at run time;
-//! - [`mount`]: reading a file from the component's mounts in few host calls.
+//! - [`mount`]: reading a file from the component's mounts in few host calls;
+//! - [`response`]: the JSON answer, with its length.
 
 pub mod card;
 pub mod error;
 pub mod mount;
 pub mod nn;
+pub mod response;
