@@ -8,6 +8,7 @@ import statistics
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -77,6 +78,24 @@ def card_table(model, section, lines, drop=()):
     finally:
         with open(card, "w") as f:
             f.write(original)
+
+
+@contextlib.contextmanager
+def reused(manifest, component, n):
+    """`manifest` (a path under ROOT) with `instance_reuse = n` for `component`, written
+    beside it (its paths are relative to it) until the block ends; yields its path."""
+    with open(os.path.join(ROOT, manifest)) as f:
+        text = f.read()
+    table = f"[component.{component}.tool.scoria]\n"
+    if table not in text:
+        sys.exit(f"{manifest} has no {table.strip()}")
+    fd, path = tempfile.mkstemp(prefix=".bench-reuse-", suffix=".toml", dir=ROOT)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text.replace(table, f"{table}instance_reuse = {n}\n"))
+        yield path
+    finally:
+        os.remove(path)
 
 
 def oha(oha_bin, url, body_file, content_type, extra):

@@ -7,7 +7,10 @@ Usage: cpu.py --bin-dir DIR --oha BIN [--photo F] [--models efficientnet-lite0,r
 Prints p50 latencies at concurrency 1 and the ratios; the target is Scoria on ONNX Runtime
 within 1.1x of native ONNX Runtime at p50. It also sends the photo's preprocessed tensor
 (`application/x-tensor`) and compares that with native inference on the same tensor: the
-serving cost alone, without the guest's image decoding. Native and Scoria on ONNX Runtime are measured in
+serving cost alone, without the guest's image decoding. Scoria on ONNX Runtime runs twice per
+round: with a fresh instance per request (the default), and with `instance_reuse = 16` (an
+instance serves up to 16 requests, one at a time, keeping its model card and labels). Native
+and Scoria on ONNX Runtime are measured in
 `--rounds` back-to-back pairs and the pair with the median ratio is reported, with the range:
 on a shared machine one noisy pair moved the ratio by almost 0.2 (1.24x to 1.42x).
 """
@@ -22,11 +25,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, oha, scoria_up, server_timing_medians  # noqa: E402
+from common import ROOT, oha, reused, scoria_up, server_timing_medians  # noqa: E402
 
 MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
 # Requests per measurement: enough for a stable p50 at each model's cost on 2 cores.
 REQUESTS = {"efficientnet-lite0": 200, "resnet152": 20}
+# `instance_reuse` for the second Scoria configuration: an instance serves up to this many
+# requests, one at a time, and keeps its model card and labels between them.
+REUSE = 16
 
 
 def native(bin_dir, model, backend, photo, n, tensor_file=None):
@@ -42,11 +48,10 @@ def native(bin_dir, model, backend, photo, n, tensor_file=None):
     return json.loads(out)
 
 
-def served(bin_dir, oha_bin, model, backend, bodies, n):
-    """p50 of /classify through `scoria up` for each `(file, content type)` in `bodies`, one
-    request at a time, each after a warm-up; one host serves them all. Also the medians of
-    each body's `Server-Timing` steps over another n requests: `(p50s, steps)`."""
-    manifest = os.path.join(ROOT, MANIFESTS[model])
+def served(bin_dir, oha_bin, manifest, backend, bodies, n):
+    """p50 of /classify through `scoria up` on `manifest` for each `(file, content type)` in
+    `bodies`, one request at a time, each after a warm-up; one host serves them all. Also the
+    medians of each body's `Server-Timing` steps over another n requests: `(p50s, steps)`."""
     with scoria_up(os.path.join(bin_dir, "scoria"), manifest, ["--backend", backend]) as base:
         url = f"{base}/classify"
         p50s, steps = [], []
@@ -88,9 +93,7 @@ def main():
     ap.add_argument("--models", default="efficientnet-lite0,resnet152")
     ap.add_argument("--rounds", type=int, default=3, help="native/Scoria ONNX Runtime pairs per model")
     a = ap.parse_args()
-    rows = []
-    spreads = {}
-    tensors = {}
+    rows, picks = [], {}
     work = tempfile.mkdtemp(prefix="scoria-bench-cpu-")
     for model in a.models.split(","):
         n = REQUESTS[model]
@@ -98,62 +101,79 @@ def main():
         # of the tensor comparison run the model on the same input.
         tensor = os.path.join(work, f"{model}.f32")
         bodies = [(a.photo, "image/jpeg"), (tensor, "application/x-tensor")]
-        pairs = []
-        for _ in range(max(a.rounds, 1)):
-            nat = native(a.bin_dir, model, "onnxruntime", a.photo, n, tensor)
-            (ms, ms_tensor), (_, split) = served(a.bin_dir, a.oha, model, "onnxruntime", bodies, n)
-            pairs.append((ms / nat["total_ms_p50"], nat, ms, ms_tensor / nat["tensor_ms_p50"], ms_tensor, split))
-        pairs.sort(key=lambda p: p[0])
-        _, nat_ort, s_ort, *_ = pairs[len(pairs) // 2]
-        spreads[model] = [p[0] for p in pairs]
-        # The tensor pair reported is the round with the median tensor ratio, on its own.
-        by_tensor = sorted(pairs, key=lambda p: p[3])
-        _, nat_t, _, _, s_t, split = by_tensor[len(by_tensor) // 2]
-        tensors[model] = (nat_t["tensor_ms_p50"], s_t, [p[3] for p in by_tensor], split)
+        fresh = os.path.join(ROOT, MANIFESTS[model])
+        rounds = []
+        with reused(MANIFESTS[model], "image-classify", REUSE) as reuse:
+            for _ in range(max(a.rounds, 1)):
+                nat = native(a.bin_dir, model, "onnxruntime", a.photo, n, tensor)
+                r = {"native": nat["total_ms_p50"], "native_tensor": nat["tensor_ms_p50"], "stages": nat}
+                for name, manifest in (("fresh", fresh), ("reuse", reuse)):
+                    (photo_ms, tensor_ms), (_, split) = served(a.bin_dir, a.oha, manifest, "onnxruntime", bodies, n)
+                    r[name] = {"photo": photo_ms, "tensor": tensor_ms, "split": split}
+                rounds.append(r)
         nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
-        (s_tract,), _ = served(a.bin_dir, a.oha, model, "tract", bodies[:1], n)
-        picked, why = auto_choice(a.bin_dir, model)
-        rows.append((model, nat_ort, nat_tract, s_ort, s_tract, picked, why))
+        (s_tract,), _ = served(a.bin_dir, a.oha, fresh, "tract", bodies[:1], n)
+        rows.append((model, rounds, nat_tract["total_ms_p50"], s_tract))
+        picks[model] = auto_choice(a.bin_dir, model)
         print(f"{model}: done", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    report(a, rows, picks)
 
+
+def median_round(rounds, ratio):
+    """The round with the median `ratio(round)`, and every round's ratio in order."""
+    ranked = sorted(rounds, key=ratio)
+    return ranked[len(ranked) // 2], [ratio(r) for r in ranked]
+
+
+def report(a, rows, picks):
+    photo = {"fresh": lambda r: r["fresh"]["photo"] / r["native"], "reuse": lambda r: r["reuse"]["photo"] / r["native"]}
+    tensor = {name: (lambda r, name=name: r[name]["tensor"] / r["native_tensor"]) for name in ("fresh", "reuse")}
     print(f"\nphoto {os.path.relpath(a.photo, ROOT)}; {os.cpu_count()} CPUs; p50 at c=1 in ms "
           "(decode + preprocess + inference; Scoria adds HTTP and the WebAssembly instance)")
     print(f"{'model':<20}{'native ORT':>11}{'Scoria ORT':>11}{'ratio':>8}{'native tract':>13}"
           f"{'Scoria tract':>13}{'ratio':>8}   auto")
-    for model, nat_ort, nat_tract, s_ort, s_tract, picked, why in rows:
-        n_ort, n_tract = nat_ort["total_ms_p50"], nat_tract["total_ms_p50"]
+    for model, rounds, n_tract, s_tract in rows:
+        r, _ = median_round(rounds, photo["fresh"])
+        n_ort, s_ort = r["native"], r["fresh"]["photo"]
+        picked, why = picks[model]
         faster = "onnxruntime" if s_ort < s_tract else "tract"
         verdict = "the faster" if picked == faster else f"NOT the faster ({faster})"
         print(f"{model:<20}{n_ort:>11.2f}{s_ort:>11.2f}{s_ort / n_ort:>7.3f}x{n_tract:>13.2f}{s_tract:>13.2f}"
               f"{s_tract / n_tract:>7.3f}x   {picked}: {verdict}; {why}")
     print("\nnative ONNX Runtime p50 by stage (ms): decode, preprocess, inference")
-    for model, nat_ort, *_ in rows:
-        print(f"  {model}: {nat_ort['decode_ms_p50']:.2f}, {nat_ort['preprocess_ms_p50']:.2f}, "
-              f"{nat_ort['inference_ms_p50']:.2f}")
-    print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50 (median round; all rounds)")
-    for model, nat_ort, _, s_ort, *_ in rows:
-        ratio = s_ort / nat_ort["total_ms_p50"]
-        every = ", ".join(f"{r:.3f}x" for r in spreads[model])
-        print(f"  {model}: {ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it ({every})")
-    print("\nthe photo's tensor as the body (application/x-tensor), against native ONNX Runtime on the same "
-          "tensor (inference and top-5): what Scoria adds when the client preprocesses, p50 in ms")
-    for model, (nat_t, s_t, every, _) in tensors.items():
-        all_rounds = ", ".join(f"{r:.3f}x" for r in every)
-        print(f"  {model}: native {nat_t:.2f}, Scoria {s_t:.2f}, {s_t / nat_t:.3f}x "
-              f"(+{s_t - nat_t:.2f} ms; all rounds {all_rounds})")
-    print("\nwhere Scoria's time goes with the tensor body (that round): medians over as many requests again, "
-          "one at a time, of the client's wait and the host's Server-Timing steps, in ms. body: the host reading "
-          "the request body; instance: making the fresh instance; in host: the rest of the host's total (the "
-          "guest's own work, wasi-nn's copies, hand-offs between threads); outside: the client's wait minus the "
-          "host's total (HTTP and the client)")
-    print(f"  {'model':<20}{'client':>8}{'host total':>11}{'body':>7}{'instance':>9}{'inference':>10}"
+    for model, rounds, *_ in rows:
+        st = median_round(rounds, photo["fresh"])[0]["stages"]
+        print(f"  {model}: {st['decode_ms_p50']:.2f}, {st['preprocess_ms_p50']:.2f}, {st['inference_ms_p50']:.2f}")
+    print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50 (median round; all rounds). "
+          "fresh: a fresh instance per request (the default); "
+          f"reuse: `instance_reuse = {REUSE}` (an instance serves up to {REUSE} requests, one at a time, "
+          "keeping its model card and labels). tensor: the photo's tensor as the body (application/x-tensor), "
+          "against native inference and top-5 on the same tensor, what serving adds without the guest's decoding")
+    for model, rounds, *_ in rows:
+        for body, ratios, key, nat_key in (("photo", photo, "photo", "native"), ("tensor", tensor, "tensor", "native_tensor")):
+            for name in ("fresh", "reuse"):
+                r, every = median_round(rounds, ratios[name])
+                ratio = ratios[name](r)
+                all_rounds = ", ".join(f"{x:.3f}x" for x in every)
+                print(f"  {model:<19} {body:<7}{name:<6} native {r[nat_key]:>7.2f}, Scoria {r[name][key]:>7.2f}: "
+                      f"{ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it (+{r[name][key] - r[nat_key]:.2f} ms; "
+                      f"all rounds {all_rounds})")
+    print("\nwhere Scoria's time goes with the tensor body (the median tensor round): medians over as many "
+          "requests again, one at a time, of the client's wait and the host's Server-Timing steps, in ms. body: "
+          "the host reading the request body; instance: making the instance (0 for a reused one); in host: the "
+          "rest of the host's total (the guest's own work, wasi-nn's copies, hand-offs between threads); "
+          "outside: the client's wait minus the host's total (HTTP and the client)")
+    print(f"  {'model':<20}{'':<7}{'client':>8}{'host total':>11}{'body':>7}{'instance':>9}{'inference':>10}"
           f"{'(native)':>9}{'in host':>8}{'outside':>8}")
-    for model, (nat_t, _, _, st) in tensors.items():
-        rest = st["total"] - st["queue"] - st["body"] - st["instance"] - st["inference"]
-        print(f"  {model:<20}{st['client']:>8.2f}{st['total']:>11.2f}{st['body']:>7.2f}{st['instance']:>9.2f}"
-              f"{st['inference']:>10.2f}{nat_t:>9.2f}{rest:>8.2f}{st['client'] - st['total']:>8.2f}")
-
+    for model, rounds, *_ in rows:
+        for name in ("fresh", "reuse"):
+            r, _ = median_round(rounds, tensor[name])
+            st, nat_t = r[name]["split"], r["native_tensor"]
+            rest = st["total"] - st["queue"] - st["body"] - st["instance"] - st["inference"]
+            print(f"  {model:<20}{name:<7}{st['client']:>8.2f}{st['total']:>11.2f}{st['body']:>7.2f}"
+                  f"{st['instance']:>9.2f}{st['inference']:>10.2f}{nat_t:>9.2f}{rest:>8.2f}"
+                  f"{st['client'] - st['total']:>8.2f}")
 
 if __name__ == "__main__":
     main()

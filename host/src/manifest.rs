@@ -136,6 +136,9 @@ pub struct Component {
     /// Embedding indexes built from text lists (`[component.<id>.tool.scoria.indexes.<name>]`),
     /// by index name; each is also one of `models`.
     pub indexes: BTreeMap<String, IndexDecl>,
+    /// Requests one instance may serve, one after another (`[component.<id>.tool.scoria]
+    /// instance_reuse`); 1, the default, is a fresh instance for every request.
+    pub instance_reuse: u32,
 }
 
 /// An index the manifest asks for: the list it is built from and the model that embeds it.
@@ -249,6 +252,14 @@ impl Manifest {
             }
             let scoria = c.tool.scoria.unwrap_or_default();
             let models = scoria.models;
+            let instance_reuse = scoria.instance_reuse.unwrap_or(1);
+            if instance_reuse == 0 {
+                return Err(invalid(
+                    format!("component.{id}.tool.scoria.instance_reuse"),
+                    "0 would let an instance serve no request".into(),
+                    "set it to 1 (a fresh instance per request, the default) or more",
+                ));
+            }
             let mut indexes = BTreeMap::new();
             for (name, ix) in scoria.indexes {
                 let ikey = format!("component.{id}.tool.scoria.indexes.{name}");
@@ -281,6 +292,7 @@ impl Manifest {
                     build_command: c.build.map(|b| b.command),
                     models,
                     indexes,
+                    instance_reuse,
                 },
             );
         }
@@ -451,6 +463,8 @@ mod raw {
         pub models: Vec<String>,
         #[serde(default)]
         pub indexes: BTreeMap<String, Index>,
+        #[serde(default)]
+        pub instance_reuse: Option<u32>,
     }
 
     #[derive(Deserialize)]
@@ -594,6 +608,27 @@ embedding_model = "minilm"
             "destination = \"models\"",
         ));
         assert!(e.contains("files[0].destination"), "{e}");
+        let e = err(&GOOD.replace(
+            "models = [\"efficientnet-lite0\"]",
+            "models = [\"efficientnet-lite0\"]\ninstance_reuse = 0",
+        ));
+        assert!(
+            e.contains("component.image-classify.tool.scoria.instance_reuse"),
+            "{e}"
+        );
+        assert!(e.contains("fix: set it to 1"), "{e}");
+    }
+
+    #[test]
+    fn instances_serve_one_request_unless_the_manifest_says_more() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.components["image-classify"].instance_reuse, 1);
+        let m = parse(&GOOD.replace(
+            "models = [\"efficientnet-lite0\"]",
+            "models = [\"efficientnet-lite0\"]\ninstance_reuse = 16",
+        ))
+        .unwrap();
+        assert_eq!(m.components["image-classify"].instance_reuse, 16);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! allocator) that exports either `wasi:http/handler@0.3.0` (spin-sdk 7, WASIp3) or
 //! `wasi:http/incoming-handler@0.2.x`. Requests go through wasmtime-wasi-http's
 //! `ProxyHandler`, configured so that every instance serves exactly one request: serverless
-//! isolation, with no state leaking from one request to the next.
+//! isolation, with no state leaking from one request to the next. A manifest may opt a
+//! component out (`instance_reuse`), as `wasmtime serve` can: its instances then serve up to
+//! that many requests, one at a time, so that what a guest builds for one request (a parsed
+//! model card, a tokenizer) serves the next.
 //!
 //! What a guest can reach is decided here, from its manifest entry: environment variables,
 //! read-only directory mounts, outbound HTTP hosts and the models it may load.
@@ -196,6 +199,7 @@ impl Runtime {
             grants,
             engine: self.engine.clone(),
             limits: self.limits.clone(),
+            reuse: spec.instance_reuse as usize,
         };
         Ok(Function {
             id: spec.id.clone(),
@@ -271,6 +275,8 @@ pub struct FunctionState {
     grants: Arc<Grants>,
     engine: Engine,
     limits: Limits,
+    /// Requests one instance may serve (`instance_reuse`).
+    reuse: usize,
 }
 
 impl FunctionState {
@@ -314,9 +320,9 @@ impl FunctionState {
 impl HandlerState for FunctionState {
     type StoreData = StoreData;
     type WorkerExpiration = Deadline;
-    type WorkerState = OneRequest;
+    type WorkerState = Requests;
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<StoreData, Deadline, OneRequest>> {
+    async fn instantiate(&self) -> wasmtime::Result<Instance<StoreData, Deadline, Requests>> {
         let started = Instant::now();
         let mut store = self.new_store()?;
         let proxy = self.pre.instantiate_async(&mut store).await?;
@@ -327,8 +333,9 @@ impl HandlerState for FunctionState {
             proxy,
             view: http_view,
             expiration: Deadline::new(self.limits.request_timeout, slot),
-            state: OneRequest {
+            state: Requests {
                 timeout: self.limits.request_timeout,
+                max: self.reuse,
             },
         })
     }
@@ -345,7 +352,8 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    /// How long making the request's fresh instance took; `None` if it never started.
+    /// How long making the request's instance took: zero for a reused one; `None` if the
+    /// request never started.
     pub fn instance(&self) -> Option<Duration> {
         self.instance.get().copied()
     }
@@ -365,20 +373,26 @@ impl RequestState {
 /// Where an instance learns which request it serves; shared with its [`Deadline`].
 type RequestSlot = Arc<Mutex<Option<Arc<RequestState>>>>;
 
-/// Serverless isolation: an instance accepts exactly one request and is then dropped.
-pub struct OneRequest {
+/// Which requests an instance accepts. Serverless isolation by default: exactly one, after
+/// which it is dropped. With `instance_reuse = n`, up to n, never two at once, so that a
+/// guest written for one request at a time (every spin-sdk function) stays correct.
+pub struct Requests {
     timeout: Duration,
+    /// Requests this instance may serve in all.
+    max: usize,
 }
 
-impl WorkerState for OneRequest {
+impl WorkerState for Requests {
     type StoreData = StoreData;
     type RequestData = Arc<RequestState>;
 
-    fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
-        if total == 0 {
-            ShouldAccept::Yes
-        } else {
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max {
             ShouldAccept::Never
+        } else if concurrent > 0 {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
         }
     }
 
@@ -389,7 +403,10 @@ impl WorkerState for OneRequest {
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         store.data_mut().nn.set_timing(request.inference.clone());
-        let _ = request.instance.set(store.data().made_in);
+        // Only the instance's first request paid for making it.
+        let _ = request
+            .instance
+            .set(std::mem::take(&mut store.data_mut().made_in));
         if let Ok(mut slot) = store.data().request.lock() {
             *slot = Some(request);
         }
@@ -423,7 +440,8 @@ impl Deadline {
 
 impl WorkerExpiration for Deadline {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>, state: WorkerStatus, start: Instant) -> Poll<()> {
-        // A one-request instance has nothing to wait for once idle, beyond a short grace.
+        // An idle instance waits a second for another request (if it may serve more) and is
+        // then dropped, so an idle function holds no instances.
         let budget = match state {
             WorkerStatus::Idle => Duration::from_secs(1),
             WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout,

@@ -320,6 +320,71 @@ fn answers_carry_their_length() {
     }
 }
 
+/// Every request gets a fresh instance unless the manifest says otherwise: `/fault/count`
+/// reports how many requests its instance has served.
+#[test]
+fn instances_serve_one_request_unless_the_manifest_lets_them_serve_more() {
+    let count = |s: &Server, path: &str| -> u32 {
+        let r = client().get(s.url(path)).send().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().unwrap().parse().unwrap()
+    };
+    let s = Server::start("tests/fixtures/faults.toml", &[]);
+    let fresh: Vec<u32> = (0..5).map(|_| count(&s, "/fault/count")).collect();
+    assert_eq!(fresh, vec![1; 5], "state survived from one request to the next");
+    drop(s);
+
+    // The same manifest with `instance_reuse = 3` for fault-test, its paths made absolute.
+    let root = root();
+    let text = std::fs::read_to_string(root.join("tests/fixtures/faults.toml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", root.display()))
+        .replace("\"../data\"", &format!("\"{}/tests/data\"", root.display()))
+        .replace(
+            "environment = { GRANTED = \"yes\" }",
+            "environment = { GRANTED = \"yes\" }\ntool.scoria.instance_reuse = 3",
+        )
+        .replace(
+            "[component.image-classify.tool.scoria]\n",
+            "[component.image-classify.tool.scoria]\ninstance_reuse = 8\n",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let s = Server::start(manifest.to_str().unwrap(), &[]);
+    let mut seen = Vec::new();
+    for _ in 0..9 {
+        seen.push(count(&s, "/fault/count"));
+        // Time for the instance to offer itself for the next request.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(seen.iter().all(|&n| (1..=3).contains(&n)), "{seen:?}");
+    assert!(
+        seen.iter().any(|&n| n > 1),
+        "no instance served a second request: {seen:?}"
+    );
+    // A trap ends the instance it happens in; the next request starts afresh, and the other
+    // components still get a fresh instance each.
+    let r = client().get(s.url("/fault/trap")).send().unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(count(&s, "/fault/count"), 1);
+    let again: Vec<u32> = (0..3).map(|_| count(&s, "/allowed/count")).collect();
+    assert_eq!(again, vec![1; 3]);
+    // A reused image-classify (its card and labels kept from the first request) answers as a
+    // fresh one does, photo after photo.
+    for (file, want) in [
+        ("coffee.png", "espresso"),
+        ("chelsea.png", "tiger cat"),
+        ("coffee.png", "espresso"),
+    ] {
+        let (status, v) = s.post("/classify", "image/png", photo(file));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(labels(&v)[0], want, "{file}: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.assert_alive();
+}
+
 #[test]
 fn health_and_readiness() {
     let s = Server::start("spin.toml", &[]);

@@ -335,3 +335,50 @@ licence = "CC-BY-4.0"
     assert_eq!(v["matches"][0]["answer"], "Test entry.");
     assert!(Path::new(&models.join("faq-zaragoza/entries.jsonl")).is_file());
 }
+
+/// With `instance_reuse`, faq-match keeps its cards and tokenizer from one request to the
+/// next in the same instance; its answers must be exactly a fresh instance's.
+#[test]
+fn a_reused_instance_answers_as_fresh_ones_do() {
+    let fresh = Server::start("spin.toml", &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = faq_manifest(
+        tmp.path(),
+        &root().join("models"),
+        "faq-javascript",
+        "",
+        "instance_reuse = 16\n",
+    );
+    let reused = Server::start(manifest.to_str().unwrap(), &[]);
+    let mut kept_tokenizer = 0;
+    for c in eval_set().iter().take(30) {
+        let body = json!({"question": c.question, "k": 3, "min_score": -1});
+        assert_eq!(
+            ask(&fresh, body.clone()),
+            ask(&reused, body.clone()),
+            "{}",
+            c.question
+        );
+        // The guest's `tokenizer` step: building it takes tenths of a millisecond.
+        let r = client()
+            .post(reused.url("/faq"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let built_ms: f64 = r
+            .headers()
+            .get_all("server-timing")
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(','))
+            .find_map(|step| step.trim().strip_prefix("tokenizer;dur=")?.parse().ok())
+            .expect("a tokenizer step");
+        kept_tokenizer += usize::from(built_ms < 0.05);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        kept_tokenizer > 0,
+        "no request found its instance's tokenizer kept"
+    );
+}

@@ -17,17 +17,26 @@
 
 use scoria_guest::card::{Card, MODELS_ROOT};
 use scoria_guest::error::ApiError;
-use scoria_guest::mount;
 use scoria_guest::nn::{compute, F32Tensor, I64Tensor, Input};
+use scoria_guest::{instance, mount};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
+use std::cell::OnceCell;
+use std::rc::Rc;
 use std::time::Instant;
 use text::{TextEncoder, TextPreprocess};
 
 type Response = spin_sdk::http::Response<String>;
 
 const DEFAULT_K: usize = 5;
+
+thread_local! {
+    /// The index's and the embedding model's cards, and the tokenizer, built by an instance's
+    /// first request (see `scoria_guest::instance`).
+    static CARDS: OnceCell<Rc<(Card<IndexPre>, Card<TextPreprocess>)>> = const { OnceCell::new() };
+    static ENCODER: OnceCell<Rc<TextEncoder>> = const { OnceCell::new() };
+}
 const MAX_K: usize = 50;
 
 #[spin_sdk::http_service]
@@ -155,22 +164,28 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
             "SCORIA_FAQ_INDEX is not set in this component's environment",
         )
     })?;
-    let (index, model) = timing.time("cards", || {
-        let index: Card<IndexPre> = Card::load(&index_name)?;
-        let model: Card<TextPreprocess> = Card::load(&index.preprocess.embedding_model)?;
-        Ok::<_, ApiError>((index, model))
+    let cards = timing.time("cards", || {
+        instance::keep(&CARDS, || {
+            let index: Card<IndexPre> = Card::load(&index_name)?;
+            let model: Card<TextPreprocess> = Card::load(&index.preprocess.embedding_model)?;
+            Ok::<_, ApiError>((index, model))
+        })
     })?;
+    let (index, model) = &*cards;
 
-    // A fresh instance per request has no tokenizer yet: building one is its own step.
+    // A fresh instance has no tokenizer yet: building one is its own step.
     let encoder = timing.time("tokenizer", || {
-        let read = |file: &str| {
-            let path = format!("{MODELS_ROOT}/{}/{file}", model.name);
-            mount::read(&path)
-                .map_err(|e| ApiError::internal("tokenizer_unreadable", format!("cannot read {path}: {e}")))
-        };
-        let pre = &model.preprocess;
-        TextEncoder::new(&read(&pre.tokenizer)?, read(&pre.vocab)?, pre)
-            .map_err(|e| ApiError::internal("tokenizer_invalid", format!("{}: {e}", model.name)))
+        instance::keep(&ENCODER, || {
+            let read = |file: &str| {
+                let path = format!("{MODELS_ROOT}/{}/{file}", model.name);
+                mount::read(&path).map_err(|e| {
+                    ApiError::internal("tokenizer_unreadable", format!("cannot read {path}: {e}"))
+                })
+            };
+            let pre = &model.preprocess;
+            TextEncoder::new(&read(&pre.tokenizer)?, read(&pre.vocab)?, pre)
+                .map_err(|e| ApiError::internal("tokenizer_invalid", format!("{}: {e}", model.name)))
+        })
     })?;
     let encoded = timing.time("tokenize", || {
         encoder

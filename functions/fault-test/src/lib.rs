@@ -14,10 +14,13 @@
 //! - `.../stack`: recurses without bound (a stack-overflow trap);
 //! - `.../sleep?ms=N`: answers after N milliseconds (for drain and overload tests);
 //! - `.../nn-shape`, `.../nn-type`, `.../nn-unknown`: hand wasi-nn a tensor of the wrong
-//!   shape, of the wrong type, or ask for a model that does not exist.
+//!   shape, of the wrong type, or ask for a model that does not exist;
+//! - `.../count`: how many requests this instance has served, this one included (1 in a
+//!   fresh instance; more only where the manifest lets instances be reused).
 
 use scoria_guest::nn::{infer, F32Tensor};
 use spin_sdk::http::Request;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> spin_sdk::http::Response<String> {
@@ -25,6 +28,10 @@ async fn handle(req: Request) -> spin_sdk::http::Response<String> {
     let query = req.uri().query().unwrap_or("").to_string();
     let body = match path.rsplit('/').next().unwrap_or("") {
         "ok" => "ok".to_string(),
+        "count" => {
+            static SERVED: AtomicU64 = AtomicU64::new(0);
+            (SERVED.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+        }
         "trap" => panic!("deliberate trap"),
         "sandbox" => sandbox_report(),
         "outbound" => outbound(query.strip_prefix("url=").unwrap_or("")).await,

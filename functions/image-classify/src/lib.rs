@@ -12,19 +12,29 @@
 //! - `SCORIA_MAX_IMAGES` (default 32): the most images one JSON request may carry.
 
 use base64::Engine as _;
-use scoria_guest::card::Card;
+use scoria_guest::card::{Card, Labels};
 use scoria_guest::error::ApiError;
+use scoria_guest::instance;
 use scoria_guest::nn::{compute, F32Tensor, Input};
 use scoria_guest::response;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingMessage, Method, Request};
 use spin_sdk::wasip3::wit_future;
 use spin_sdk::wit_bindgen::StreamResult;
+use std::cell::OnceCell;
+use std::rc::Rc;
 use vision::Preprocess;
 
 type Response = spin_sdk::http::Response<String>;
 
 const DEFAULT_K: usize = 5;
+
+thread_local! {
+    /// The model card and labels, read by an instance's first request (see
+    /// `scoria_guest::instance`).
+    static CARD: OnceCell<Rc<Card<Preprocess>>> = const { OnceCell::new() };
+    static LABELS: OnceCell<Rc<Labels>> = const { OnceCell::new() };
+}
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {
@@ -108,7 +118,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
             "SCORIA_MODEL is not set in this component's environment",
         )
     })?;
-    let card: Card<Preprocess> = Card::load(&model)?;
+    let card = instance::keep(&CARD, || Card::load(&model))?;
     let crop = card.preprocess.crop;
     // One image in, one object out; several (or a tensor of several), an array.
     let one_object = matches!(images, Images::One(_) | Images::Tensor(_));
@@ -135,7 +145,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
             ApiError::internal("inference_failed", format!("model returned no `{output_name}`"))
         })?;
 
-    let labels = card.load_labels()?;
+    let labels = instance::keep(&LABELS, || card.load_labels())?;
     let classes = logits.data.len() / n.max(1);
     if classes == 0 || logits.data.len() != classes * n {
         return Err(ApiError::internal(

@@ -4,10 +4,12 @@
 //! - [`error`]: the JSON error body that every Scoria endpoint returns;
 //! - [`card`]: the parts of a model's `model.toml` that a function reads at run time;
 //! - [`mount`]: reading a file from the component's mounts in few host calls;
-//! - [`response`]: the JSON answer, with its length.
+//! - [`response`]: the JSON answer, with its length;
+//! - [`instance`]: what an instance keeps for its later requests, where it has any.
 
 pub mod card;
 pub mod error;
+pub mod instance;
 pub mod mount;
 pub mod nn;
 pub mod response;
