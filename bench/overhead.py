@@ -12,7 +12,7 @@ served by the same host binary in `--rounds` alternating pairs. For each: reques
 at concurrency 8, p50, and the host's CPU time per request (user + system time of the scoria
 process over the run, from /proc). Then the ratios current / baseline.
 
-Usage: overhead.py --bin-dir DIR --oha BIN --baseline WASM [--rounds 3] [--seconds 5]
+Usage: overhead.py --bin-dir DIR --oha BIN --baseline WASM [--rounds 3] [--seconds 5] [--current-reuse N]
 """
 
 import argparse
@@ -38,19 +38,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def manifest_for(wasm):
-    """spin-nullnet.toml serving `wasm`, written beside it (paths are relative to a manifest)."""
+def manifest_for(wasm, reuse=1):
+    """spin-nullnet.toml serving `wasm` with `instance_reuse = reuse`, written beside it
+    (paths are relative to a manifest)."""
+    table = "[component.image-classify.tool.scoria]\n"
     with open(MANIFEST) as f:
         text = f.read().replace(CURRENT, os.path.relpath(wasm, ROOT))
+    text = text.replace(table, f"{table}instance_reuse = {reuse}\n")
     fd, path = tempfile.mkstemp(prefix=".overhead-", suffix=".toml", dir=ROOT)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path
 
 
-def measure(a, wasm, body):
+def measure(a, wasm, body, reuse=1):
     """req/s, p50 (ms) and host CPU per request (µs) for one build."""
-    manifest = manifest_for(wasm)
+    manifest = manifest_for(wasm, reuse)
     try:
         with scoria_process(os.path.join(a.bin_dir, "scoria"), manifest, ["--backend", "onnxruntime"]) as (base, pid):
             url = f"{base}/classify"
@@ -75,6 +78,8 @@ def main():
     ap.add_argument("--baseline", required=True, help="image_classify.wasm to compare with")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--current-reuse", type=int, default=1,
+                    help="serve the current build with `instance_reuse` set to this (1: a fresh instance per request)")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +87,9 @@ def main():
         np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype("<f4").tofile(body)
         runs = {"baseline": [], "current": []}
         for r in range(a.rounds):
-            for name, wasm in (("baseline", a.baseline), ("current", os.path.join(ROOT, CURRENT))):
-                m = measure(a, wasm, body)
+            for name, wasm, reuse in (("baseline", a.baseline, 1),
+                                      ("current", os.path.join(ROOT, CURRENT), a.current_reuse)):
+                m = measure(a, wasm, body, reuse)
                 runs[name].append(m)
                 print(f"round {r + 1} {name:8}: {m['req_s']:7.0f} req/s  p50 {m['p50_ms']:5.2f} ms  "
                       f"host CPU {m['cpu_us']:6.0f} µs/request", flush=True)
@@ -91,7 +97,8 @@ def main():
     def median(name, key):
         return statistics.median(m[key] for m in runs[name])
 
-    print(f"\nnullnet, application/x-tensor (1 image), c={CONCURRENCY}, medians of {a.rounds} rounds:")
+    reuse = f"; current with instance_reuse = {a.current_reuse}" if a.current_reuse > 1 else ""
+    print(f"\nnullnet, application/x-tensor (1 image), c={CONCURRENCY}, medians of {a.rounds} rounds{reuse}:")
     print("| measure | baseline | current | current / baseline |\n|---|---|---|---|")
     for key, label, fmt in (("req_s", "requests/s", "{:.0f}"), ("p50_ms", "p50 (ms)", "{:.2f}"),
                             ("cpu_us", "host CPU per request (µs)", "{:.0f}")):
