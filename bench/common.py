@@ -80,19 +80,24 @@ def card_table(model, section, lines, drop=()):
             f.write(original)
 
 
+def with_instance_reuse(text, component, n):
+    """Manifest `text` with `instance_reuse = n` set for `component`."""
+    table = f"[component.{component}.tool.scoria]\n"
+    if table not in text:
+        sys.exit(f"the manifest has no {table.strip()}")
+    return text.replace(table, f"{table}instance_reuse = {n}\n")
+
+
 @contextlib.contextmanager
 def reused(manifest, component, n):
     """`manifest` (a path under ROOT) with `instance_reuse = n` for `component`, written
     beside it (its paths are relative to it) until the block ends; yields its path."""
     with open(os.path.join(ROOT, manifest)) as f:
-        text = f.read()
-    table = f"[component.{component}.tool.scoria]\n"
-    if table not in text:
-        sys.exit(f"{manifest} has no {table.strip()}")
+        text = with_instance_reuse(f.read(), component, n)
     fd, path = tempfile.mkstemp(prefix=".bench-reuse-", suffix=".toml", dir=ROOT)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(text.replace(table, f"{table}instance_reuse = {n}\n"))
+            f.write(text)
         yield path
     finally:
         os.remove(path)

@@ -126,15 +126,22 @@ def median_round(rounds, ratio):
     return ranked[len(ranked) // 2], [ratio(r) for r in ranked]
 
 
+# The native figure in a round that each body is compared with.
+NATIVE_OF = {"photo": "native", "tensor": "native_tensor"}
+
+
+def ratio_of(body, name):
+    """A round's Scoria / native ratio for `body` served by configuration `name`."""
+    return lambda r: r[name][body] / r[NATIVE_OF[body]]
+
+
 def report(a, rows, picks):
-    photo = {"fresh": lambda r: r["fresh"]["photo"] / r["native"], "reuse": lambda r: r["reuse"]["photo"] / r["native"]}
-    tensor = {name: (lambda r, name=name: r[name]["tensor"] / r["native_tensor"]) for name in ("fresh", "reuse")}
     print(f"\nphoto {os.path.relpath(a.photo, ROOT)}; {os.cpu_count()} CPUs; p50 at c=1 in ms "
           "(decode + preprocess + inference; Scoria adds HTTP and the WebAssembly instance)")
     print(f"{'model':<20}{'native ORT':>11}{'Scoria ORT':>11}{'ratio':>8}{'native tract':>13}"
           f"{'Scoria tract':>13}{'ratio':>8}   auto")
     for model, rounds, n_tract, s_tract in rows:
-        r, _ = median_round(rounds, photo["fresh"])
+        r, _ = median_round(rounds, ratio_of("photo", "fresh"))
         n_ort, s_ort = r["native"], r["fresh"]["photo"]
         picked, why = picks[model]
         faster = "onnxruntime" if s_ort < s_tract else "tract"
@@ -143,7 +150,7 @@ def report(a, rows, picks):
               f"{s_tract / n_tract:>7.3f}x   {picked}: {verdict}; {why}")
     print("\nnative ONNX Runtime p50 by stage (ms): decode, preprocess, inference")
     for model, rounds, *_ in rows:
-        st = median_round(rounds, photo["fresh"])[0]["stages"]
+        st = median_round(rounds, ratio_of("photo", "fresh"))[0]["stages"]
         print(f"  {model}: {st['decode_ms_p50']:.2f}, {st['preprocess_ms_p50']:.2f}, {st['inference_ms_p50']:.2f}")
     print("\ntarget: Scoria on ONNX Runtime within 1.1x of native ONNX Runtime at p50 (median round; all rounds). "
           "fresh: a fresh instance per request (the default); "
@@ -151,13 +158,13 @@ def report(a, rows, picks):
           "keeping its model card and labels). tensor: the photo's tensor as the body (application/x-tensor), "
           "against native inference and top-5 on the same tensor, what serving adds without the guest's decoding")
     for model, rounds, *_ in rows:
-        for body, ratios, key, nat_key in (("photo", photo, "photo", "native"), ("tensor", tensor, "tensor", "native_tensor")):
+        for body, nat_key in NATIVE_OF.items():
             for name in ("fresh", "reuse"):
-                r, every = median_round(rounds, ratios[name])
-                ratio = ratios[name](r)
+                r, every = median_round(rounds, ratio_of(body, name))
+                ratio = ratio_of(body, name)(r)
                 all_rounds = ", ".join(f"{x:.3f}x" for x in every)
-                print(f"  {model:<19} {body:<7}{name:<6} native {r[nat_key]:>7.2f}, Scoria {r[name][key]:>7.2f}: "
-                      f"{ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it (+{r[name][key] - r[nat_key]:.2f} ms; "
+                print(f"  {model:<19} {body:<7}{name:<6} native {r[nat_key]:>7.2f}, Scoria {r[name][body]:>7.2f}: "
+                      f"{ratio:.3f}x {'meets' if ratio <= 1.1 else 'misses'} it (+{r[name][body] - r[nat_key]:.2f} ms; "
                       f"all rounds {all_rounds})")
     print("\nwhere Scoria's time goes with the tensor body (the median tensor round): medians over as many "
           "requests again, one at a time, of the client's wait and the host's Server-Timing steps, in ms. body: "
@@ -168,12 +175,13 @@ def report(a, rows, picks):
           f"{'(native)':>9}{'in host':>8}{'outside':>8}")
     for model, rounds, *_ in rows:
         for name in ("fresh", "reuse"):
-            r, _ = median_round(rounds, tensor[name])
+            r, _ = median_round(rounds, ratio_of("tensor", name))
             st, nat_t = r[name]["split"], r["native_tensor"]
             rest = st["total"] - st["queue"] - st["body"] - st["instance"] - st["inference"]
             print(f"  {model:<20}{name:<7}{st['client']:>8.2f}{st['total']:>11.2f}{st['body']:>7.2f}"
                   f"{st['instance']:>9.2f}{st['inference']:>10.2f}{nat_t:>9.2f}{rest:>8.2f}"
                   f"{st['client'] - st['total']:>8.2f}")
+
 
 if __name__ == "__main__":
     main()

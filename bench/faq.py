@@ -85,9 +85,10 @@ def main():
         print(f"  {name + ':':<11}" + ", ".join(f"{k} {split.get(k, 0):.2f}" for k in steps)
               + f", the rest {rest:.2f} (host-side total {split.get('total', 0):.2f})")
     print("  (`cards`, `tokenizer` and `instance` are per-request costs of a fresh instance)")
-    for name, ms in p50.items():
-        print(f"\n{name}: p50 {ms:.2f} ms {'meets' if ms < 10 else 'misses'} the 10 ms target", end="")
     print()
+    for name, ms in p50.items():
+        print(f"{name}: p50 {ms:.2f} ms {'meets' if ms < 10 else 'misses'} the 10 ms target")
+
 
 if __name__ == "__main__":
     main()

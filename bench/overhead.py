@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, oha, scoria_process  # noqa: E402
+from common import ROOT, oha, scoria_process, with_instance_reuse  # noqa: E402
 
 MANIFEST = os.path.join(ROOT, "spin-nullnet.toml")
 CURRENT = "functions/target/wasm32-wasip2/release/image_classify.wasm"
@@ -41,10 +41,9 @@ def cpu_seconds(pid):
 def manifest_for(wasm, reuse=1):
     """spin-nullnet.toml serving `wasm` with `instance_reuse = reuse`, written beside it
     (paths are relative to a manifest)."""
-    table = "[component.image-classify.tool.scoria]\n"
     with open(MANIFEST) as f:
         text = f.read().replace(CURRENT, os.path.relpath(wasm, ROOT))
-    text = text.replace(table, f"{table}instance_reuse = {reuse}\n")
+    text = with_instance_reuse(text, "image-classify", reuse)
     fd, path = tempfile.mkstemp(prefix=".overhead-", suffix=".toml", dir=ROOT)
     with os.fdopen(fd, "w") as f:
         f.write(text)

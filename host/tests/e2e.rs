@@ -268,15 +268,7 @@ fn server_timing_splits_the_hosts_time() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let steps: std::collections::HashMap<String, f64> = r
-        .headers()
-        .get_all("server-timing")
-        .iter()
-        .filter_map(|h| {
-            let (name, dur) = h.to_str().ok()?.split_once(";dur=")?;
-            Some((name.to_string(), dur.parse().ok()?))
-        })
-        .collect();
+    let steps = server_timing(r.headers());
     for step in ["queue", "body", "instance", "inference", "total"] {
         assert!(
             steps.get(step).is_some_and(|ms| *ms >= 0.0),

@@ -30,6 +30,7 @@ use text::{TextEncoder, TextPreprocess};
 type Response = spin_sdk::http::Response<String>;
 
 const DEFAULT_K: usize = 5;
+const MAX_K: usize = 50;
 
 thread_local! {
     /// The index's and the embedding model's cards, and the tokenizer, built by an instance's
@@ -37,7 +38,6 @@ thread_local! {
     static CARDS: OnceCell<Rc<(Card<IndexPre>, Card<TextPreprocess>)>> = const { OnceCell::new() };
     static ENCODER: OnceCell<Rc<TextEncoder>> = const { OnceCell::new() };
 }
-const MAX_K: usize = 50;
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {

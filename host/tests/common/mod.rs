@@ -259,6 +259,21 @@ fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     manifest
 }
 
+/// A response's `Server-Timing` steps as name -> milliseconds, from every header (the host
+/// appends one per step; a function may join several with commas).
+pub fn server_timing(headers: &reqwest::header::HeaderMap) -> std::collections::HashMap<String, f64> {
+    headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .filter_map(|step| {
+            let (name, dur) = step.trim().split_once(";dur=")?;
+            Some((name.to_string(), dur.parse().ok()?))
+        })
+        .collect()
+}
+
 /// A port nothing listens on yet.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
