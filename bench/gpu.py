@@ -42,7 +42,7 @@ def metrics(base):
 class Host:
     """`scoria up --device gpu` on a free port, its log kept in the output folder."""
 
-    def __init__(self, scoria, manifest, batching, log_path, device):
+    def __init__(self, scoria, manifest, batching, log_path, device, ready_timeout=240):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "w")
@@ -53,7 +53,7 @@ class Host:
             stdout=self.log, stderr=subprocess.STDOUT,
             # Per-run timings of the batcher (merge, backend) go to the log for diagnosis.
             env={**os.environ, "RUST_LOG": "info,scoria::nn::batch=debug"})
-        deadline = time.time() + 240
+        deadline = time.time() + ready_timeout
         while True:
             try:
                 if urllib.request.urlopen(f"{self.base}/readyz", timeout=2).status == 200:
@@ -96,15 +96,16 @@ def host_log(out, name):
     return os.path.join(out, f"scoria-{name.replace('/', '-')}.log")
 
 
-def scoria_runs(a, variant, batching, search, plan, results, save):
-    """One host; for each `(input, levels)` in `plan`, oha at each concurrency level."""
+def scoria_runs(a, variant, batching, label, card, plan, results, save):
+    """One host, its card's `[onnxruntime]` given `card` lines; for each `(input, levels)` in
+    `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
-    name = f"{variant}/batching-{batching}/{search}"
+    name = f"{variant}/batching-{batching}/{label}"
     log_path = host_log(a.out, name)
     model = "resnet152" if variant == "fp32" else "resnet152-fp16"
-    with card_table(model, "onnxruntime", [f'cuda_conv_algo_search = "{search}"']):
+    with card_table(model, "onnxruntime", card):
         started = time.time()
-        host = Host(a.scoria, manifest, batching, log_path, a.device)
+        host = Host(a.scoria, manifest, batching, log_path, a.device, a.ready_timeout)
         results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)
     offset = 0
     try:
@@ -151,9 +152,11 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--python", default=sys.executable, help="Python with onnxruntime-gpu, for the baseline")
     ap.add_argument("--quick", action="store_true",
-                    help="the full matrix for fp16 tensors only; fp32 and JPEG at the ends")
+                    help="every level for batched fp16 tensors (with and without CUDA graphs), the ends elsewhere")
     ap.add_argument("--native-searches", default="exhaustive,heuristic",
                     help="cuDNN searches for the baseline, comma-separated (Scoria's default is heuristic)")
+    ap.add_argument("--ready-timeout", type=float, default=240,
+                    help="seconds a host may take to load and warm before its configuration is given up")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                     help="cpu: a small dry run of this script on a machine without a GPU")
     a = ap.parse_args()
@@ -186,19 +189,30 @@ def main():
             print(f"native {variant} {search.lower()}: {r.stdout.strip()}", flush=True)
     full = [("tensor", concurrency), ("jpeg", concurrency)]
     ends = [concurrency[0], concurrency[-1]]
-    # (variant, batching, cuDNN search for Scoria's sessions): plan. The exhaustive search
-    # runs at load, over every padded batch size, so its cost shows in `ready_s`.
-    plans = {
-        ("fp16", "on", "heuristic"): [("tensor", concurrency), ("jpeg", ends)] if a.quick else full,
-        ("fp16", "on", "exhaustive"): [("tensor", concurrency)] if a.quick else full,
-        ("fp16", "off", "heuristic"): [("tensor", concurrency), ("jpeg", ends[1:])] if a.quick else full,
-        ("fp32", "on", "heuristic"): [("tensor", ends)] if a.quick else full,
-        ("fp32", "off", "heuristic"): [("tensor", ends)] if a.quick else full,
-    }
-    for (variant, batching, search), plan in plans.items():
-        name = f"{variant}/batching-{batching}/{search}"
+    heuristic = ['cuda_conv_algo_search = "heuristic"']
+    # CUDA graphs: one session per batch worker (two), or per worker thread unbatched.
+    graph = heuristic + ["cuda_graph = true"]
+    graph_batched = graph + ["sessions = 2"]
+    # (variant, batching, label, the card's [onnxruntime] lines): plan. The quick plan is
+    # every level for fp16 tensors batched, with and without CUDA graphs, and the ends
+    # elsewhere; JPEG at the top level shows the front end's ceiling.
+    configs = [
+        ("fp16", "on", "heuristic", heuristic, [("tensor", concurrency), ("jpeg", ends[1:])]),
+        ("fp16", "on", "cuda-graph", graph_batched, [("tensor", concurrency), ("jpeg", ends[1:])]),
+        ("fp16", "off", "heuristic", heuristic, [("tensor", ends)]),
+        ("fp16", "off", "cuda-graph", graph, [("tensor", [1, 8] if dry else [1, 8, 256])]),
+        ("fp16", "on", "exhaustive", ['cuda_conv_algo_search = "exhaustive"'], [("tensor", ends)]),
+        ("fp32", "on", "heuristic", heuristic, [("tensor", ends[1:])]),
+        ("fp32", "on", "cuda-graph", graph_batched, [("tensor", ends)]),
+        ("fp32", "off", "heuristic", heuristic, [("tensor", ends[:1])]),
+    ]
+    if a.quick:
+        # The exhaustive search runs at load for every padded size and session: minutes.
+        configs = [c for c in configs if c[2] != "exhaustive"]
+    for variant, batching, label, card, plan in configs:
+        name = f"{variant}/batching-{batching}/{label}"
         try:
-            scoria_runs(a, variant, batching, search, plan, results, save)
+            scoria_runs(a, variant, batching, label, card, plan if a.quick else full, results, save)
             print(f"scoria {name} done", flush=True)
         except (SystemExit, subprocess.CalledProcessError, OSError) as e:
             # Keep what the other configurations measure; the log says what went wrong.

@@ -178,7 +178,21 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     } = pick_backend(&entry, bytes, &digest)?;
     let on_gpu = device == Device::Gpu;
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
-    let batcher = match batch_policy(&entry, on_gpu, batching)? {
+    let policy = match (batch_policy(&entry, on_gpu, batching)?, graph.worker_sessions()) {
+        // Sessions bound to threads: a worker per session even without batching.
+        (None, Some(sessions)) => Some(BatchPolicy {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+            workers: sessions,
+            pad: true,
+        }),
+        (Some(p), Some(sessions)) if p.workers > sessions => {
+            tracing::warn!(model = %name, workers = p.workers, sessions, "[batching] workers beyond the sessions run without CUDA graphs; fix: raise [onnxruntime] sessions");
+            Some(p)
+        }
+        (policy, _) => policy,
+    };
+    let batcher = match policy {
         Some(policy) => Some(Batcher::start(
             &name,
             graph.clone(),

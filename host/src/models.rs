@@ -194,6 +194,13 @@ pub struct OrtOptions {
     /// CUDA only: run convolutions in NHWC layout (faster on tensor cores for fp16 models).
     #[serde(default)]
     pub cuda_prefer_nhwc: Option<bool>,
+    /// CUDA only: capture each warmed input shape as a CUDA graph and replay it, instead of
+    /// launching every kernel from the CPU (a batch-1 ResNet-152 is hundreds of launches).
+    /// Each session then stays on one worker thread of its own (ONNX Runtime keeps captured
+    /// graphs per thread), with its inputs and outputs at fixed places in GPU memory. Shapes
+    /// that were not warmed at load run as usual.
+    #[serde(default)]
+    pub cuda_graph: Option<bool>,
 }
 
 fn pretrained() -> String {

@@ -132,6 +132,14 @@ pub trait Graph: Send + Sync {
     fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {
         self.run(inputs).map(drop)
     }
+
+    /// `Some(n)` when each of the graph's n sessions must stay on one thread (ONNX Runtime's
+    /// captured CUDA graphs): the model then runs on worker threads of its own, one per
+    /// session, which warm it there (a [`batch::Batcher`], of one item per run unless
+    /// batching is on); `warm` then warms the calling thread's session alone.
+    fn worker_sessions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Something that can load models; one per inference engine.

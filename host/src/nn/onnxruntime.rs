@@ -10,17 +10,23 @@
 //! `ort` runs a session through `&mut`, so each model holds a small pool of sessions (one per
 //! inference thread unless its card's `[onnxruntime] sessions` says otherwise): concurrent
 //! computes on one model overlap instead of queueing on a lock.
+//!
+//! With `[onnxruntime] cuda_graph = true` on a GPU, each session instead belongs to the first
+//! thread that warms it (a batch worker of its own, see [`Graph::worker_sessions`]), and the
+//! shapes it was warmed with replay as captured CUDA graphs ([`capture`]).
+
+mod capture;
 
 use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, with_element};
 use crate::models::{DType, Format, ModelEntry};
 use ort::ep::cuda::ConvAlgorithmSearch;
-use ort::session::Session;
-use ort::session::SessionInputValue;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{NoSelectedOutputs, RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::ThreadId;
 
 pub use crate::models::Device;
 
@@ -121,9 +127,42 @@ impl OnnxRuntime {
     }
 }
 
+/// One session, and with CUDA graphs the thread it belongs to and what it captured.
+struct Slot {
+    session: Session,
+    /// With CUDA graphs: the thread that warmed it, the only one that replays its graphs.
+    owner: Option<ThreadId>,
+    /// Shapes warmed with bound buffers, one graph each.
+    captured: Vec<capture::Captured>,
+}
+
+impl Slot {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            owner: None,
+            captured: Vec::new(),
+        }
+    }
+}
+
+/// How a session's runs go when they are bound ([`capture`]): where the buffers live, and
+/// whether each warmed shape is captured as a CUDA graph.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    device: Device,
+    graphs: bool,
+}
+
 struct OrtGraph {
     /// Idle sessions; a compute takes one and gives it back.
-    idle: Mutex<Vec<Session>>,
+    idle: Mutex<Vec<Slot>>,
+    /// Sessions in all (idle or running).
+    sessions: usize,
+    /// With `cuda_graph`: sessions are owned by threads and warmed shapes run bound.
+    bound: Option<Bound>,
+    /// The threads that own a session (locked inside `idle`'s lock).
+    owners: Mutex<Vec<ThreadId>>,
     /// With `[onnxruntime] solo_intra_threads` on CPU: a session on more threads, for a
     /// compute that starts while no other ONNX Runtime compute runs in the process.
     solo: Option<Mutex<Session>>,
@@ -138,6 +177,21 @@ impl Backend for OnnxRuntime {
     }
 
     fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError> {
+        let graphs = entry.card.onnxruntime.cuda_graph == Some(true);
+        if graphs && self.device != Device::Gpu {
+            tracing::info!(model = %entry.card.name, "[onnxruntime] cuda_graph applies on the GPU only; ignored on the CPU");
+        }
+        let bound = (graphs && self.device == Device::Gpu).then_some(Bound {
+            device: Device::Gpu,
+            graphs: true,
+        });
+        Ok(Arc::new(self.graph(entry, bytes, bound)?))
+    }
+}
+
+impl OnnxRuntime {
+    /// The sessions for one model, their runs bound as `bound` says.
+    fn graph(&self, entry: &ModelEntry, bytes: &[u8], bound: Option<Bound>) -> Result<OrtGraph, NnError> {
         let card = &entry.card;
         if card.format != Format::Onnx {
             return Err(NnError::new(
@@ -172,7 +226,8 @@ impl Backend for OnnxRuntime {
         )?;
         let cuda = ort::ep::CUDA::default()
             .with_conv_algorithm_search(search)
-            .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false));
+            .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false))
+            .with_cuda_graph(bound.is_some_and(|b| b.graphs));
         let build = |threads: usize| -> Result<Session, NnError> {
             let mut builder = Session::builder(&self.env)
                 .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
@@ -217,19 +272,22 @@ impl Backend for OnnxRuntime {
         };
         let mut idle = Vec::new();
         for _ in 0..opts.sessions.unwrap_or_else(|| self.default_sessions()).max(1) {
-            idle.push(build(intra)?);
+            idle.push(Slot::new(build(intra)?));
         }
         let solo = match opts.solo_intra_threads {
             Some(threads) if self.device == Device::Cpu => Some(Mutex::new(build(threads)?)),
             _ => None,
         };
-        Ok(Arc::new(OrtGraph {
+        Ok(OrtGraph {
+            sessions: idle.len(),
             idle: Mutex::new(idle),
+            bound,
+            owners: Mutex::new(Vec::new()),
             solo,
             returned: Condvar::new(),
             inputs: card.inputs.iter().map(|i| i.name.clone()).collect(),
             outputs: card.outputs.iter().map(|o| (o.name.clone(), o.dtype)).collect(),
-        }))
+        })
     }
 }
 
@@ -287,32 +345,119 @@ impl Drop for Running {
     }
 }
 
+impl OrtGraph {
+    /// Take an idle session for the calling thread, waiting for one if need be. With bound
+    /// sessions: the thread's own; else one no thread owns yet, which becomes the thread's;
+    /// else, once every session has an owner, any idle one (it then runs unbound).
+    fn take(&self) -> Slot {
+        let me = std::thread::current().id();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let pick = match self.bound {
+                None => idle.len().checked_sub(1),
+                Some(_) => {
+                    let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                    if owners.contains(&me) {
+                        idle.iter().position(|s| s.owner == Some(me))
+                    } else if let Some(i) = idle.iter().position(|s| s.owner.is_none()) {
+                        idle[i].owner = Some(me);
+                        owners.push(me);
+                        Some(i)
+                    } else if owners.len() == self.sessions {
+                        idle.len().checked_sub(1)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(i) = pick {
+                return idle.swap_remove(i);
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, slot: Slot) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        // Bound sessions wait for a particular one, so every waiter looks.
+        match self.bound {
+            Some(_) => self.returned.notify_all(),
+            None => self.returned.notify_one(),
+        }
+    }
+
+    /// One run on `slot`: replayed if its thread captured these shapes, else as usual.
+    fn run_on(&self, slot: &mut Slot, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+        let Some(bound) = self.bound else {
+            return run(&mut slot.session, self.values(inputs)?, &self.outputs, None);
+        };
+        let mine = slot.owner == Some(std::thread::current().id());
+        if mine && let Some(c) = slot.captured.iter_mut().find(|c| c.fits(inputs)) {
+            return c.run(&mut slot.session, inputs);
+        }
+        let options = bound
+            .graphs
+            .then(capture::uncaptured)
+            .transpose()
+            .map_err(|e| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}")))?;
+        run(
+            &mut slot.session,
+            self.values(inputs)?,
+            &self.outputs,
+            options.as_ref(),
+        )
+    }
+
+    /// Warm the calling thread's own session with `inputs`, and bind (and capture) their
+    /// shapes on it.
+    fn warm_bound(&self, bound: Bound, inputs: &[Tensor]) -> Result<(), NnError> {
+        let mut slot = self.take();
+        let result = (|| {
+            if slot.owner != Some(std::thread::current().id()) {
+                return Err(NnError::new(
+                    ErrorKind::RuntimeError,
+                    format!(
+                        "onnxruntime: more threads warm this model than it has sessions ({}); with cuda_graph, give it \
+                         one session per worker",
+                        self.sessions
+                    ),
+                ));
+            }
+            if slot.captured.iter().any(|c| c.fits(inputs)) {
+                return Ok(());
+            }
+            let example = self.run_on(&mut slot, inputs)?;
+            let graph = bound.graphs.then_some(slot.captured.len() as u32 + 1);
+            let names = (self.inputs.as_slice(), self.outputs.as_slice());
+            let captured =
+                capture::Captured::record(&mut slot.session, names, inputs, &example, bound.device, graph)?;
+            slot.captured.push(captured);
+            Ok(())
+        })();
+        self.give_back(slot);
+        result
+    }
+}
+
 impl Graph for OrtGraph {
     fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
-        let values = self.values(inputs)?;
         let running = Running::start();
         if running.alone
             && let Some(solo) = &self.solo
             && let Ok(mut session) = solo.try_lock()
         {
-            return run(&mut session, values, &self.outputs);
+            return run(&mut session, self.values(inputs)?, &self.outputs, None);
         }
-        let mut session = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if let Some(s) = idle.pop() {
-                    break s;
-                }
-                idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let result = run(&mut session, values, &self.outputs);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
-        self.returned.notify_one();
+        let mut slot = self.take();
+        let result = self.run_on(&mut slot, inputs);
+        self.give_back(slot);
         result
     }
 
     fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {
+        if let Some(bound) = self.bound {
+            return self.warm_bound(bound, inputs);
+        }
         // Each session picks its kernels per shape, so each is run; the idle ones are taken
         // all at once (at load they all are) so that no session is warmed twice.
         let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
@@ -321,11 +466,15 @@ impl Graph for OrtGraph {
             .as_ref()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
         let mut result = Ok(());
-        for session in sessions.iter_mut().chain(solo.as_deref_mut()) {
+        let all = sessions
+            .iter_mut()
+            .map(|s| &mut s.session)
+            .chain(solo.as_deref_mut());
+        for session in all {
             // On failure, stop warming but still give every session back below.
             result = self
                 .values(inputs)
-                .and_then(|values| run(session, values, &self.outputs).map(drop));
+                .and_then(|values| run(session, values, &self.outputs, None).map(drop));
             if result.is_err() {
                 break;
             }
@@ -337,15 +486,24 @@ impl Graph for OrtGraph {
         self.returned.notify_all();
         result
     }
+
+    fn worker_sessions(&self) -> Option<usize> {
+        self.bound.map(|_| self.sessions)
+    }
 }
 
 fn run(
     session: &mut Session,
     inputs: Vec<(String, SessionInputValue<'_>)>,
     outputs: &[(String, DType)],
+    options: Option<&RunOptions<NoSelectedOutputs>>,
 ) -> Result<Vec<Tensor>, NnError> {
     let err = |e: ort::Error| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}"));
-    let out = session.run(inputs).map_err(err)?;
+    let out = match options {
+        Some(o) => session.run_with_options(inputs, o),
+        None => session.run(inputs),
+    }
+    .map_err(err)?;
     outputs
         .iter()
         .map(|(name, dtype)| {
@@ -399,6 +557,96 @@ fn from_ort(v: &DynValue, dtype: DType) -> Result<Tensor, ort::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nullnet's card and weights (`./dev setup` builds them), with `sessions` sessions.
+    fn nullnet(sessions: usize) -> (ModelEntry, Vec<u8>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nullnet");
+        let mut entry = ModelEntry::load(&dir).expect("models/nullnet/model.toml");
+        entry.card.onnxruntime.sessions = Some(sessions);
+        let bytes = std::fs::read(dir.join("nullnet.onnx")).expect("run ./dev setup to build nullnet.onnx");
+        (entry, bytes)
+    }
+
+    fn runtime() -> OnnxRuntime {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        OnnxRuntime::open(&library_path(&project), Device::Cpu).expect("run ./dev setup for ONNX Runtime")
+    }
+
+    /// `n` images of noise from `seed`, as the function would send them.
+    fn images(n: u32, seed: u32) -> Vec<Tensor> {
+        let values: Vec<f32> = (0..n * 3 * 224 * 224)
+            .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        vec![Tensor::from_slice(vec![n, 3, 224, 224], &values)]
+    }
+
+    /// The bound path that CUDA graphs replay through (buffers bound once, inputs copied in,
+    /// outputs copied out), exercised on the CPU: each thread warms and then owns its session,
+    /// its warmed shapes run bound, and every answer equals an unbound session's.
+    #[test]
+    fn bound_sessions_answer_as_unbound_ones_do() {
+        let ort = runtime();
+        let (entry, bytes) = nullnet(2);
+        let plain = ort.graph(&entry, &bytes, None).expect("nullnet loads");
+        let bound = Bound {
+            device: Device::Cpu,
+            graphs: false,
+        };
+        let graph = Arc::new(
+            ort.graph(&entry, &bytes, Some(bound))
+                .expect("nullnet loads bound"),
+        );
+        assert_eq!(graph.worker_sessions(), Some(2));
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let graph = graph.clone();
+                std::thread::spawn(move || {
+                    graph.warm(&images(1, 0))?;
+                    graph.warm(&images(4, 0))?;
+                    (0..6)
+                        .map(|i| {
+                            let input = images([1, 4, 2][i % 3], w * 100 + i as u32);
+                            graph.run(&input).map(|out| (input, out))
+                        })
+                        .collect::<Result<Vec<_>, NnError>>()
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for w in workers {
+            answers.extend(w.join().expect("worker thread").expect("bound runs"));
+        }
+        let idle = graph.idle.lock().unwrap();
+        assert_eq!(idle.len(), 2);
+        for slot in idle.iter() {
+            assert!(slot.owner.is_some(), "each warming thread owns a session");
+            assert_eq!(slot.captured.len(), 2, "shapes 1 and 4 bound on each session");
+        }
+        drop(idle);
+        // A third thread finds every session owned: it runs unbound, on either.
+        let third = {
+            let graph = graph.clone();
+            std::thread::spawn(move || {
+                let warm = graph.warm(&images(1, 0));
+                (warm, graph.run(&images(4, 7)))
+            })
+            .join()
+            .expect("third thread")
+        };
+        let message = third.0.expect_err("a third thread cannot warm").message;
+        assert!(message.contains("one session per worker"), "{message}");
+        answers.push((images(4, 7), third.1.expect("unbound run")));
+        for (input, out) in answers {
+            let want = plain.run(&input).expect("unbound run");
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].dims, want[0].dims);
+            assert_eq!(
+                out[0].to_vec::<f32>(),
+                want[0].to_vec::<f32>(),
+                "same scores as unbound"
+            );
+        }
+    }
 
     #[test]
     fn an_empty_ort_dylib_path_counts_as_unset() {

@@ -1,0 +1,198 @@
+//! Runs of one session through input and output buffers bound once, replayed as a captured
+//! CUDA graph on a GPU (`[onnxruntime] cuda_graph = true`).
+//!
+//! A batch-1 ResNet-152 is a few hundred kernels, and ONNX Runtime launches each from the CPU,
+//! which costs more than the GPU's own work. With `enable_cuda_graph`, ONNX Runtime records one
+//! run's launches per graph id and replays them in one call. A replay reads and writes the
+//! addresses it was recorded with, so each shape gets its own buffers on the device, bound
+//! once in an `IoBinding`, and each compute copies its input into them: first into a pinned
+//! host buffer (which the GPU reads at full speed, unlike ordinary pageable memory), then
+//! across.
+//!
+//! ONNX Runtime keeps captured graphs per calling thread, and a capture fails if another
+//! thread allocates GPU memory meanwhile. So graphs are only captured while a model is warmed
+//! at load, each session on the one worker thread that then runs it (see the caller).
+
+use super::super::{ErrorKind, NnError, Tensor, with_element};
+use super::Device;
+use crate::models::DType;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
+use ort::value::DynTensor;
+
+/// ONNX Runtime's run option naming the CUDA graph a run captures or replays (`-1`: none).
+const GRAPH_ID: &str = "gpu_graph_id";
+
+/// Options for a run outside every captured graph. On a session with CUDA graphs enabled, a
+/// run that names no graph is graph 0, which ONNX Runtime would capture with whatever
+/// addresses that run's inputs happen to have.
+pub fn uncaptured() -> Result<RunOptions<NoSelectedOutputs>, ort::Error> {
+    let mut options = RunOptions::new()?;
+    options.set(GRAPH_ID, "-1")?;
+    Ok(options)
+}
+
+/// One input shape's bound buffers on one session, and the graph id they replay.
+pub struct Captured {
+    /// The input shapes this serves; a compute with other shapes runs uncaptured.
+    shapes: Vec<Vec<u32>>,
+    binding: IoBinding,
+    /// Each input's host-side buffer (pinned on a GPU) and its bound buffer.
+    staging: Vec<DynTensor>,
+    inputs: Vec<DynTensor>,
+    /// Each output's buffer and the type the card gives it.
+    outputs: Vec<(DynTensor, DType)>,
+    options: RunOptions<NoSelectedOutputs>,
+}
+
+/// Where the bound buffers live (GPU memory for CUDA), and where inputs are staged on the
+/// host (pinned memory for CUDA); both the session's own memory on the CPU.
+fn allocators(session: &Session, device: Device) -> Result<(Allocator, Allocator), ort::Error> {
+    match device {
+        Device::Gpu => Ok((
+            Allocator::new(
+                session,
+                MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )?,
+            )?,
+            Allocator::new(
+                session,
+                MemoryInfo::new(
+                    AllocationDevice::CUDA_PINNED,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::CPUInput,
+                )?,
+            )?,
+        )),
+        Device::Cpu => Ok((
+            Allocator::new(session, session.allocator().memory_info().clone())?,
+            Allocator::new(session, session.allocator().memory_info().clone())?,
+        )),
+    }
+}
+
+impl Captured {
+    /// Bind buffers shaped as `inputs` and as `example` (one uncaptured run's outputs) on
+    /// `session`, copy `inputs` in and run until ONNX Runtime has captured graph `graph`
+    /// (`None`: bound runs without a graph, as on CPU).
+    pub fn record(
+        session: &mut Session,
+        names: (&[String], &[(String, DType)]),
+        inputs: &[Tensor],
+        example: &[Tensor],
+        device: Device,
+        graph: Option<u32>,
+    ) -> Result<Self, NnError> {
+        let err = |e: ort::Error| {
+            NnError::new(
+                ErrorKind::RuntimeError,
+                format!("onnxruntime: capturing a CUDA graph: {e}"),
+            )
+        };
+        let (alloc, host) = allocators(session, device).map_err(err)?;
+        let mut binding = session.create_binding().map_err(err)?;
+        let mut bound_inputs = Vec::with_capacity(inputs.len());
+        let mut staging = Vec::with_capacity(inputs.len());
+        for (t, name) in inputs.iter().zip(names.0) {
+            let buffer = DynTensor::new(&alloc, element_type(t.dtype)?, shape(&t.dims)).map_err(err)?;
+            binding.bind_input(name.as_str(), &buffer).map_err(err)?;
+            bound_inputs.push(buffer);
+            staging.push(DynTensor::new(&host, element_type(t.dtype)?, shape(&t.dims)).map_err(err)?);
+        }
+        let mut outputs = Vec::with_capacity(example.len());
+        for (t, (name, dtype)) in example.iter().zip(names.1) {
+            let mut buffer = DynTensor::new(&alloc, element_type(*dtype)?, shape(&t.dims)).map_err(err)?;
+            binding.bind_output(name.as_str(), &mut buffer).map_err(err)?;
+            outputs.push((buffer, *dtype));
+        }
+        let mut options = RunOptions::new().map_err(err)?;
+        if let Some(id) = graph {
+            options.set(GRAPH_ID, id.to_string()).map_err(err)?;
+        }
+        let mut captured = Self {
+            shapes: inputs.iter().map(|t| t.dims.clone()).collect(),
+            binding,
+            staging,
+            inputs: bound_inputs,
+            outputs,
+            options,
+        };
+        // ONNX Runtime runs a graph id uncaptured until it has seen it once, then captures it
+        // (within the same call); a third run is the first replay.
+        for _ in 0..3 {
+            captured.run(session, inputs)?;
+        }
+        Ok(captured)
+    }
+
+    /// Whether `inputs` have the shapes this was recorded for.
+    pub fn fits(&self, inputs: &[Tensor]) -> bool {
+        self.shapes.len() == inputs.len() && self.shapes.iter().zip(inputs).all(|(s, t)| *s == t.dims)
+    }
+
+    /// Copy `inputs` into the bound buffers, replay, and copy the outputs back to the host.
+    pub fn run(&mut self, session: &mut Session, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+        let err = |e: ort::Error| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}"));
+        for ((t, staging), buffer) in inputs.iter().zip(&mut self.staging).zip(&mut self.inputs) {
+            copy_in(t, staging, buffer)?;
+        }
+        // The outputs are the bound buffers; the run has synchronised with the device.
+        drop(
+            session
+                .run_binding_with_options(&self.binding, &self.options)
+                .map_err(err)?,
+        );
+        self.outputs
+            .iter()
+            .map(|(buffer, dtype)| {
+                let host = buffer.to(AllocationDevice::CPU, 0).map_err(err)?;
+                super::from_ort(&host.into_dyn(), *dtype).map_err(err)
+            })
+            .collect()
+    }
+}
+
+fn shape(dims: &[u32]) -> Vec<i64> {
+    dims.iter().map(|&d| i64::from(d)).collect()
+}
+
+fn element_type(dtype: DType) -> Result<ort::value::TensorElementType, NnError> {
+    use ort::value::IntoTensorElementType as P;
+    with_element!(dtype, T => Ok(<T as P>::into_tensor_element_type()), other => Err(NnError::new(
+        ErrorKind::UnsupportedOperation,
+        format!("onnxruntime backend: {other:?} tensors"),
+    )))
+}
+
+/// Copy a host tensor into a bound buffer through its staging buffer (on a GPU: into pinned
+/// memory, then host to device).
+///
+/// Both sides are buffers that ONNX Runtime allocated: `ort` copies through a session of its
+/// own, and a borrowed source would make it clone the source with that same session, which
+/// deadlocks on its lock (ort 2.0.0-rc.15).
+fn copy_in(t: &Tensor, staging: &mut DynTensor, buffer: &mut DynTensor) -> Result<(), NnError> {
+    fn fill<T: super::super::Element + ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        t: &Tensor,
+        staging: &mut DynTensor,
+    ) -> Result<(), ort::Error> {
+        let (_, values) = staging.try_extract_tensor_mut::<T>()?;
+        bytemuck::cast_slice_mut::<T, u8>(values).copy_from_slice(&t.data);
+        Ok(())
+    }
+    let err = |e: ort::Error| {
+        NnError::new(
+            ErrorKind::RuntimeError,
+            format!("onnxruntime: copying an input: {e}"),
+        )
+    };
+    with_element!(t.dtype, T => fill::<T>(t, staging).map_err(err)?, other => return Err(NnError::new(
+        ErrorKind::UnsupportedOperation,
+        format!("onnxruntime backend: {other:?} tensors"),
+    )));
+    staging.copy_into(buffer).map_err(err)
+}
