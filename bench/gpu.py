@@ -155,6 +155,9 @@ def main():
                     help="every level for batched fp16 tensors (with and without CUDA graphs), the ends elsewhere")
     ap.add_argument("--native-searches", default="exhaustive,heuristic",
                     help="cuDNN searches for the baseline, comma-separated (Scoria's default is heuristic)")
+    ap.add_argument("--configs", default="",
+                    help="only these Scoria configurations, comma-separated (e.g. fp16/batching-on/cuda-graph)")
+    ap.add_argument("--native-variants", default="fp16,fp32", help="models for the native baseline")
     ap.add_argument("--ready-timeout", type=float, default=240,
                     help="seconds a host may take to load and warm before its configuration is given up")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
@@ -175,6 +178,8 @@ def main():
 
     models = {"fp16": "models/resnet152-fp16/resnet152-fp16.onnx", "fp32": "models/resnet152/resnet152.onnx"}
     for variant, onnx in models.items():
+        if variant not in a.native_variants.split(","):
+            continue
         for search in a.native_searches.upper().split(","):
             r = subprocess.run([a.python, os.path.join(ROOT, "bench/gpu_native.py"), os.path.join(ROOT, onnx),
                                 "--conv-algo-search", search, "--device", a.device,
@@ -193,6 +198,7 @@ def main():
     # CUDA graphs: one session per batch worker (two), or per worker thread unbatched.
     graph = heuristic + ["cuda_graph = true"]
     graph_batched = graph + ["sessions = 2"]
+    exhaustive_graph = ['cuda_conv_algo_search = "exhaustive"', "cuda_graph = true"]
     # (variant, batching, label, the card's [onnxruntime] lines): plan. The quick plan is
     # every level for fp16 tensors batched, with and without CUDA graphs, and the ends
     # elsewhere; JPEG at the top level shows the front end's ceiling.
@@ -205,10 +211,15 @@ def main():
         ("fp32", "on", "heuristic", heuristic, [("tensor", ends[1:])]),
         ("fp32", "on", "cuda-graph", graph_batched, [("tensor", ends)]),
         ("fp32", "off", "heuristic", heuristic, [("tensor", ends[:1])]),
+        # cuDNN's exhaustive search picks the kernels that the graphs then replay.
+        ("fp16", "off", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends[:1])]),
+        ("fp16", "on", "cuda-graph-exhaustive", exhaustive_graph + ["sessions = 2"], [("tensor", ends)]),
     ]
-    if a.quick:
+    if a.configs:
+        configs = [c for c in configs if f"{c[0]}/batching-{c[1]}/{c[2]}" in a.configs.split(",")]
+    elif a.quick:
         # The exhaustive search runs at load for every padded size and session: minutes.
-        configs = [c for c in configs if c[2] != "exhaustive"]
+        configs = [c for c in configs if "exhaustive" not in c[2]]
     for variant, batching, label, card, plan in configs:
         name = f"{variant}/batching-{batching}/{label}"
         try:

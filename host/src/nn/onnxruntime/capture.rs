@@ -176,23 +176,28 @@ fn element_type(dtype: DType) -> Result<ort::value::TensorElementType, NnError> 
 /// own, and a borrowed source would make it clone the source with that same session, which
 /// deadlocks on its lock (ort 2.0.0-rc.15).
 fn copy_in(t: &Tensor, staging: &mut DynTensor, buffer: &mut DynTensor) -> Result<(), NnError> {
-    fn fill<T: super::super::Element + ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
-        t: &Tensor,
-        staging: &mut DynTensor,
-    ) -> Result<(), ort::Error> {
-        let (_, values) = staging.try_extract_tensor_mut::<T>()?;
-        bytemuck::cast_slice_mut::<T, u8>(values).copy_from_slice(&t.data);
-        Ok(())
-    }
     let err = |e: ort::Error| {
         NnError::new(
             ErrorKind::RuntimeError,
             format!("onnxruntime: copying an input: {e}"),
         )
     };
-    with_element!(t.dtype, T => fill::<T>(t, staging).map_err(err)?, other => return Err(NnError::new(
-        ErrorKind::UnsupportedOperation,
-        format!("onnxruntime backend: {other:?} tensors"),
-    )));
+    // `ort` refuses typed access to pinned memory (it counts it as the GPU's), so the bytes go
+    // in through the raw pointer, after checking that they are exactly the buffer's size.
+    let size = element_type(t.dtype)?.byte_size(staging.shape().num_elements());
+    if size != Some(t.data.len()) {
+        return Err(NnError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "onnxruntime: an input of {} bytes for a bound buffer of {size:?}",
+                t.data.len()
+            ),
+        ));
+    }
+    let dst = staging.data_ptr_mut().cast::<u8>();
+    // SAFETY: `staging` is host memory (pageable or pinned) that ONNX Runtime allocated for
+    // exactly `size` bytes, checked equal to `t.data.len()` above; `t.data` is a distinct
+    // allocation, and `staging` is borrowed mutably, so nothing else writes it meanwhile.
+    unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
     staging.copy_into(buffer).map_err(err)
 }
