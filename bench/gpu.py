@@ -12,6 +12,7 @@ ratios against the native figures.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -97,13 +98,18 @@ def host_log(out, name):
 
 
 def scoria_runs(a, variant, batching, label, card, plan, results, save):
-    """One host, its card's `[onnxruntime]` given `card` lines; for each `(input, levels)` in
-    `plan`, oha at each concurrency level."""
+    """One host, its card's `[onnxruntime]` given `card` lines (a line `batching.key = v`
+    goes to `[batching]`); for each `(input, levels)` in `plan`, oha at each level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
     name = f"{variant}/batching-{batching}/{label}"
     log_path = host_log(a.out, name)
     model = "resnet152" if variant == "fp32" else "resnet152-fp16"
-    with card_table(model, "onnxruntime", card):
+    batching_lines = [line.split(".", 1)[1] for line in card if line.startswith("batching.")]
+    ort_lines = [line for line in card if not line.startswith("batching.")]
+    with contextlib.ExitStack() as tables:
+        tables.enter_context(card_table(model, "onnxruntime", ort_lines))
+        if batching_lines:
+            tables.enter_context(card_table(model, "batching", batching_lines))
         started = time.time()
         host = Host(a.scoria, manifest, batching, log_path, a.device, a.ready_timeout)
         results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)
@@ -214,12 +220,17 @@ def main():
         # cuDNN's exhaustive search picks the kernels that the graphs then replay.
         ("fp16", "off", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends[:1])]),
         ("fp16", "on", "cuda-graph-exhaustive", exhaustive_graph + ["sessions = 2"], [("tensor", ends)]),
+        # More batch workers overlap one batch's copies on the CPU with another's GPU work.
+        ("fp16", "on", "cuda-graph-3-workers", graph + ["sessions = 3", "batching.workers = 3"],
+         [("tensor", concurrency[2:])]),
+        ("fp16", "on", "cuda-graph-4-workers", graph + ["sessions = 4", "batching.workers = 4"],
+         [("tensor", [concurrency[0]] + concurrency[2:])]),
     ]
     if a.configs:
         configs = [c for c in configs if f"{c[0]}/batching-{c[1]}/{c[2]}" in a.configs.split(",")]
     elif a.quick:
         # The exhaustive search runs at load for every padded size and session: minutes.
-        configs = [c for c in configs if "exhaustive" not in c[2]]
+        configs = [c for c in configs if "exhaustive" not in c[2] and "workers" not in c[2]]
     for variant, batching, label, card, plan in configs:
         name = f"{variant}/batching-{batching}/{label}"
         try:
