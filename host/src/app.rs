@@ -178,20 +178,16 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     } = pick_backend(&entry, bytes, &digest)?;
     let on_gpu = device == Device::Gpu;
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
-    let policy = match (batch_policy(&entry, on_gpu, batching)?, graph.worker_sessions()) {
-        // Sessions bound to threads: a worker per session even without batching.
-        (None, Some(sessions)) => Some(BatchPolicy {
-            max_batch: 1,
-            max_queue_delay: Duration::ZERO,
-            workers: sessions,
-            pad: true,
-        }),
-        (Some(p), Some(sessions)) if p.workers > sessions => {
-            tracing::warn!(model = %name, workers = p.workers, sessions, "[batching] workers beyond the sessions run without CUDA graphs; fix: raise [onnxruntime] sessions");
-            Some(p)
-        }
-        (policy, _) => policy,
-    };
+    let policy = worker_policy(
+        batch_policy(&entry, on_gpu, batching)?,
+        graph.worker_sessions(),
+        entry.card.batching.workers,
+    );
+    if let (Some(p), Some(sessions)) = (policy, graph.worker_sessions())
+        && p.workers > sessions
+    {
+        tracing::warn!(model = %name, workers = p.workers, sessions, "[batching] workers beyond the sessions run without CUDA graphs; fix: raise [onnxruntime] sessions");
+    }
     let batcher = match policy {
         Some(policy) => Some(Batcher::start(
             &name,
@@ -276,6 +272,31 @@ pub fn batch_policy(
         workers: opts.workers.unwrap_or(2).max(1),
         pad: opts.pad.unwrap_or(on_gpu),
     }))
+}
+
+/// The batch policy for a graph whose sessions each belong to one thread (`sessions`, see
+/// [`Graph::worker_sessions`]): a worker per session, unless the card sets `[batching]
+/// workers` (`card_workers`); without batching, workers that run one compute at a time.
+pub fn worker_policy(
+    policy: Option<BatchPolicy>,
+    sessions: Option<usize>,
+    card_workers: Option<usize>,
+) -> Option<BatchPolicy> {
+    let Some(sessions) = sessions else {
+        return policy;
+    };
+    Some(match policy {
+        Some(p) => BatchPolicy {
+            workers: card_workers.unwrap_or(sessions).max(1),
+            ..p
+        },
+        None => BatchPolicy {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+            workers: sessions.max(1),
+            pad: true,
+        },
+    })
 }
 
 /// What [`pick_backend`] chose for one model.
@@ -540,4 +561,36 @@ pub fn precompile(manifest: &Manifest, cache: CompileCache) -> anyhow::Result<Ve
         .values()
         .map(|spec| runtime.compile(spec, models.clone(), metrics.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batched(workers: usize) -> BatchPolicy {
+        BatchPolicy {
+            max_batch: 128,
+            max_queue_delay: Duration::from_millis(2),
+            workers,
+            pad: true,
+        }
+    }
+
+    #[test]
+    fn sessions_bound_to_threads_get_a_worker_each() {
+        // Sessions shared by any thread: the policy stands as it is.
+        assert_eq!(worker_policy(None, None, None), None);
+        assert_eq!(worker_policy(Some(batched(2)), None, None), Some(batched(2)));
+        // Bound sessions, batched: one worker per session unless the card says.
+        assert_eq!(worker_policy(Some(batched(2)), Some(4), None), Some(batched(4)));
+        assert_eq!(
+            worker_policy(Some(batched(2)), Some(4), Some(3)),
+            Some(batched(3))
+        );
+        // Bound sessions, unbatched: workers that run one compute each, warmed at one item.
+        let one = worker_policy(None, Some(4), None).expect("workers for bound sessions");
+        assert_eq!((one.max_batch, one.workers, one.pad), (1, 4, true));
+        assert_eq!(one.max_queue_delay, Duration::ZERO);
+        assert_eq!(one.sizes(), vec![1]);
+    }
 }

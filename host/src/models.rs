@@ -157,7 +157,8 @@ pub struct BatchOptions {
     /// Longest the oldest compute in a batch waits for others, in ms (default 2).
     #[serde(default)]
     pub max_queue_delay_ms: Option<f64>,
-    /// Batches of this model that run at once (default 2: one runs while the next gathers).
+    /// Batches of this model that run at once (default 2: one runs while the next gathers;
+    /// on a GPU with CUDA graphs, one per session).
     #[serde(default)]
     pub workers: Option<usize>,
     /// Pad batches with zero rows to a power of two (or `max_batch`) and run each such size
@@ -194,11 +195,12 @@ pub struct OrtOptions {
     /// CUDA only: run convolutions in NHWC layout (faster on tensor cores for fp16 models).
     #[serde(default)]
     pub cuda_prefer_nhwc: Option<bool>,
-    /// CUDA only: capture each warmed input shape as a CUDA graph and replay it, instead of
-    /// launching every kernel from the CPU (a batch-1 ResNet-152 is hundreds of launches).
-    /// Each session then stays on one worker thread of its own (ONNX Runtime keeps captured
-    /// graphs per thread), with its inputs and outputs at fixed places in GPU memory. Shapes
-    /// that were not warmed at load run as usual.
+    /// CUDA only (default on): capture each warmed input shape as a CUDA graph and replay it,
+    /// instead of launching every kernel from the CPU (a batch-1 ResNet-152 is hundreds of
+    /// launches). Each session then stays on one worker thread of its own (ONNX Runtime keeps
+    /// captured graphs per thread), with its inputs and outputs at fixed places in GPU memory.
+    /// Shapes that were not warmed at load run as usual. A model that ONNX Runtime cannot
+    /// capture (a node off the GPU) runs without graphs unless this is set to `true`.
     #[serde(default)]
     pub cuda_graph: Option<bool>,
 }

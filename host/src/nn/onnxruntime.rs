@@ -177,15 +177,36 @@ impl Backend for OnnxRuntime {
     }
 
     fn load_bytes(&self, entry: &ModelEntry, bytes: &[u8]) -> Result<Arc<dyn Graph>, NnError> {
-        let graphs = entry.card.onnxruntime.cuda_graph == Some(true);
-        if graphs && self.device != Device::Gpu {
-            tracing::info!(model = %entry.card.name, "[onnxruntime] cuda_graph applies on the GPU only; ignored on the CPU");
+        // CUDA graphs by default on a GPU: measured on an H200, they took ResNet-152's batch-1
+        // latency from 2.2x native to 0.9x, and batched throughput up 2x (README).
+        let asked = entry.card.onnxruntime.cuda_graph;
+        if self.device != Device::Gpu {
+            return Ok(Arc::new(self.graph(entry, bytes, None)?));
         }
-        let bound = (graphs && self.device == Device::Gpu).then_some(Bound {
+        if asked == Some(false) {
+            return Ok(Arc::new(self.graph(entry, bytes, None)?));
+        }
+        let bound = Bound {
             device: Device::Gpu,
             graphs: true,
-        });
-        Ok(Arc::new(self.graph(entry, bytes, bound)?))
+        };
+        match self.graph(entry, bytes, Some(bound)) {
+            // ONNX Runtime refuses graphs for a model with nodes off the GPU; by default, such a
+            // model runs without them.
+            Err(e) if e.kind == ErrorKind::RuntimeError && asked.is_none() => {
+                tracing::warn!(model = %entry.card.name, why = %e.message, "no CUDA graphs for this model; it runs without them");
+                Ok(Arc::new(self.graph(entry, bytes, None)?))
+            }
+            Err(e) if e.kind == ErrorKind::RuntimeError => Err(NnError::new(
+                e.kind,
+                format!(
+                    "{} (with [onnxruntime] cuda_graph = true in {}; fix: set it to false)",
+                    e.message,
+                    entry.dir.join("model.toml").display()
+                ),
+            )),
+            other => Ok(Arc::new(other?)),
+        }
     }
 }
 
