@@ -11,9 +11,10 @@
 //! inference thread unless its card's `[onnxruntime] sessions` says otherwise): concurrent
 //! computes on one model overlap instead of queueing on a lock.
 //!
-//! With `[onnxruntime] cuda_graph = true` on a GPU, each session instead belongs to the first
-//! thread that warms it (a batch worker of its own, see [`Graph::worker_sessions`]), and the
-//! shapes it was warmed with replay as captured CUDA graphs ([`capture`]).
+//! On a GPU (unless the card sets `[onnxruntime] cuda_graph = false`), each session instead
+//! belongs to the first thread that warms it (a batch worker of its own, see
+//! [`Graph::worker_sessions`]), and the shapes it was warmed with replay as captured CUDA
+//! graphs ([`capture`]).
 
 mod capture;
 
@@ -451,7 +452,17 @@ impl OrtGraph {
             let graph = bound.graphs.then_some(slot.captured.len() as u32 + 1);
             let names = (self.inputs.as_slice(), self.outputs.as_slice());
             let captured =
-                capture::Captured::record(&mut slot.session, names, inputs, &example, bound.device, graph)?;
+                capture::Captured::record(&mut slot.session, names, inputs, &example, bound.device, graph)
+                    .map_err(|e| match bound.graphs {
+                        true => NnError::new(
+                            e.kind,
+                            format!(
+                                "{} (fix: [onnxruntime] cuda_graph = false in model.toml)",
+                                e.message
+                            ),
+                        ),
+                        false => e,
+                    })?;
             slot.captured.push(captured);
             Ok(())
         })();

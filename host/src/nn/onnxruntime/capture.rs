@@ -1,5 +1,5 @@
 //! Runs of one session through input and output buffers bound once, replayed as a captured
-//! CUDA graph on a GPU (`[onnxruntime] cuda_graph = true`).
+//! CUDA graph on a GPU (`[onnxruntime] cuda_graph`, on by default there).
 //!
 //! A batch-1 ResNet-152 is a few hundred kernels, and ONNX Runtime launches each from the CPU,
 //! which costs more than the GPU's own work. With `enable_cuda_graph`, ONNX Runtime records one
