@@ -129,15 +129,18 @@ def server_timing(response):
     return out
 
 
-def server_timing_medians(url, body, content_type, n):
+def server_timing_medians(url, body, content_type, n, until=None):
     """Median of each `Server-Timing` entry over `n` requests of `body`, one at a time on one
-    kept-alive connection, and of the time the client waited for each (`client`), in ms."""
+    kept-alive connection, and of the time the client waited for each (`client`), in ms.
+    With `until` (a `time.perf_counter()` value), no request starts after it but the first."""
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
     seen = {}
     try:
-        for _ in range(n):
+        for i in range(n):
             started = time.perf_counter()
+            if i and until is not None and started > until:
+                break
             conn.request("POST", parsed.path + (f"?{parsed.query}" if parsed.query else ""), body,
                          {"content-type": content_type})
             r = conn.getresponse()

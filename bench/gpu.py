@@ -16,13 +16,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, card_table, free_port, oha  # noqa: E402
+from common import ROOT, card_table, free_port, oha, server_timing_medians  # noqa: E402
 
 CONCURRENCY = [1, 8, 64, 256]
 
@@ -91,6 +92,34 @@ def merge_ms(log_path, offset):
     return (sum(merged) / len(merged) if merged else None), end
 
 
+class SplitSampler:
+    """Requests sent one at a time beside the load, from 1 s into it until 1 s before its end
+    (`seconds` long): the medians of their `Server-Timing` steps (`queue`, `body`, `instance`,
+    `inference`, `total`) and of the time the client waited (`client`), so that the latency
+    under load splits into the host's steps and what is outside the host (HTTP, the load
+    generator sharing the CPUs)."""
+
+    def __init__(self, url, body_path, ctype, seconds, n=20):
+        with open(body_path, "rb") as f:
+            body = f.read()
+        self.split = None
+        until = time.perf_counter() + max(seconds - 1, 1.5)
+        self.thread = threading.Thread(target=self._sample, args=(url, body, ctype, n, until), daemon=True)
+        self.thread.start()
+
+    def _sample(self, url, body, ctype, n, until):
+        time.sleep(1)
+        try:
+            medians = server_timing_medians(url, body, ctype, n, until)
+            self.split = {k: round(v, 2) for k, v in medians.items()}
+        except (OSError, SystemExit) as e:
+            self.split = {"error": str(e)}
+
+    def result(self):
+        self.thread.join(60)
+        return self.split
+
+
 def host_log(out, name):
     """Where the host serving configuration `name` writes its log."""
     return os.path.join(out, f"scoria-{name.replace('/', '-')}.log")
@@ -117,7 +146,9 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save):
                 oha(a.oha, url, body, ctype, ["-z", "2s", "-w", "-c", str(c)])
                 _, offset = merge_ms(log_path, offset)
                 before = metrics(host.base)
+                sampler = SplitSampler(url, body, ctype, a.seconds)
                 d = oha(a.oha, url, body, ctype, ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
+                split = sampler.result()
                 after = metrics(host.base)
                 delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                 runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
@@ -137,6 +168,9 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save):
                     "mean_queue_ms": round(
                         delta.get("scoria_batch_queue_delay_seconds_sum", 0.0)
                         / max(delta.get("scoria_batch_queue_delay_seconds_count", 0.0), 1.0) * 1e3, 2),
+                    # Medians of the host's Server-Timing steps (and the client's wait) for
+                    # requests sent one at a time beside the load: where a request's time goes.
+                    "split_ms": split,
                 }
                 save()
     finally:
@@ -263,6 +297,9 @@ def report(results):
         merge = f"{r['mean_merge_ms']:>7.2f}" if r.get("mean_merge_ms") is not None else f"{'-':>7}"
         print(f"{key:<44}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
               f"{r['mean_run_ms']:>8.2f}{merge}{run_rate}   {vs}")
+        if r.get("split_ms"):
+            print(f"{'':<6}split (ms, medians of requests beside the load): "
+                  + ", ".join(f"{k} {v}" for k, v in r["split_ms"].items()))
 
 
 def biggest(native):
