@@ -12,6 +12,7 @@ ratios against the native figures.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, card_table, free_port, oha, server_timing_medians  # noqa: E402
+from common import ROOT, card_table, free_port, oha, reused, server_timing_medians  # noqa: E402
 
 CONCURRENCY = [1, 8, 64, 256]
 
@@ -125,14 +126,17 @@ def host_log(out, name):
     return os.path.join(out, f"scoria-{name.replace('/', '-')}.log")
 
 
-def scoria_runs(a, variant, batching, label, card, plan, results, save):
-    """One host, its card's `[onnxruntime]` given `card` lines; for each `(input, levels)` in
-    `plan`, oha at each concurrency level."""
+def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=None):
+    """One host, its card's `[onnxruntime]` given `card` lines (and with `reuse`, the function's
+    `instance_reuse`); for each `(input, levels)` in `plan`, oha at each concurrency level."""
     manifest = "spin-resnet152.toml" if variant == "fp32" else "spin-resnet152-fp16.toml"
     name = f"{variant}/batching-{batching}/{label}"
     log_path = host_log(a.out, name)
     model = "resnet152" if variant == "fp32" else "resnet152-fp16"
-    with card_table(model, "onnxruntime", card):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(card_table(model, "onnxruntime", card))
+        if reuse:
+            manifest = stack.enter_context(reused(manifest, "image-classify", reuse))
         started = time.time()
         host = Host(a.scoria, manifest, batching, log_path, a.device, a.ready_timeout)
         results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)
@@ -252,16 +256,18 @@ def main():
         # Fewer batch workers (and sessions) than the default four.
         ("fp16", "on", "cuda-graph-2-workers", graph + ["sessions = 2"], [("tensor", concurrency[2:])]),
         ("fp16", "on", "cuda-graph-3-workers", graph + ["sessions = 3"], [("tensor", concurrency[2:])]),
+        # Instances serving 16 requests each: less host CPU per request for the front end.
+        ("fp16", "on", "cuda-graph-reuse", graph, [("tensor", concurrency[2:]), ("jpeg", ends[1:])], 16),
     ]
     if a.configs:
         configs = [c for c in configs if f"{c[0]}/batching-{c[1]}/{c[2]}" in a.configs.split(",")]
     elif a.quick:
         # The exhaustive search runs at load for every padded size and session: minutes.
         configs = [c for c in configs if "exhaustive" not in c[2] and "workers" not in c[2]]
-    for variant, batching, label, card, plan in configs:
+    for variant, batching, label, card, plan, *reuse in configs:
         name = f"{variant}/batching-{batching}/{label}"
         try:
-            scoria_runs(a, variant, batching, label, card, plan if a.quick else full, results, save)
+            scoria_runs(a, variant, batching, label, card, plan if a.quick else full, results, save, *reuse)
             print(f"scoria {name} done", flush=True)
         except (SystemExit, subprocess.CalledProcessError, OSError) as e:
             # Keep what the other configurations measure; the log says what went wrong.
