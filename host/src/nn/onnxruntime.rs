@@ -26,7 +26,7 @@ use ort::session::{NoSelectedOutputs, RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::thread::ThreadId;
 
 pub use crate::models::Device;
@@ -128,6 +128,12 @@ impl OnnxRuntime {
     }
 }
 
+/// GPU work in this process, against CUDA graph captures: a capture fails if another thread
+/// allocates GPU memory or synchronises meanwhile (and that thread's call fails too), which a
+/// model loading beside served ones (a hot swap) would otherwise risk. Runs on the GPU share
+/// it; a capture, at load only, takes it alone while it lasts.
+static GPU_CAPTURE: RwLock<()> = RwLock::new(());
+
 /// One session, and with CUDA graphs the thread it belongs to and what it captured.
 struct Slot {
     session: Session,
@@ -162,6 +168,8 @@ struct OrtGraph {
     sessions: usize,
     /// With `cuda_graph`: sessions are owned by threads and warmed shapes run bound.
     bound: Option<Bound>,
+    /// Whether the sessions run on the GPU (and so hold [`GPU_CAPTURE`] shared while they run).
+    gpu: bool,
     /// The threads that own a session (locked inside `idle`'s lock).
     owners: Mutex<Vec<ThreadId>>,
     /// With `[onnxruntime] solo_intra_threads` on CPU: a session on more threads, for a
@@ -304,6 +312,7 @@ impl OnnxRuntime {
             sessions: idle.len(),
             idle: Mutex::new(idle),
             bound,
+            gpu: self.device == Device::Gpu,
             owners: Mutex::new(Vec::new()),
             solo,
             returned: Condvar::new(),
@@ -408,8 +417,15 @@ impl OrtGraph {
         }
     }
 
+    /// Held while this graph's sessions run, if they run on the GPU: no capture meanwhile.
+    fn shared(&self) -> Option<RwLockReadGuard<'static, ()>> {
+        self.gpu
+            .then(|| GPU_CAPTURE.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// One run on `slot`: replayed if its thread captured these shapes, else as usual.
     fn run_on(&self, slot: &mut Slot, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+        let _shared = self.shared();
         let Some(bound) = self.bound else {
             return run(&mut slot.session, self.values(inputs)?, &self.outputs, None);
         };
@@ -451,6 +467,9 @@ impl OrtGraph {
             let example = self.run_on(&mut slot, inputs)?;
             let graph = bound.graphs.then_some(slot.captured.len() as u32 + 1);
             let names = (self.inputs.as_slice(), self.outputs.as_slice());
+            let _alone = bound
+                .graphs
+                .then(|| GPU_CAPTURE.write().unwrap_or_else(|p| p.into_inner()));
             let captured =
                 capture::Captured::record(&mut slot.session, names, inputs, &example, bound.device, graph)
                     .map_err(|e| match bound.graphs {
@@ -502,6 +521,7 @@ impl Graph for OrtGraph {
             .iter_mut()
             .map(|s| &mut s.session)
             .chain(solo.as_deref_mut());
+        let _shared = self.shared();
         for session in all {
             // On failure, stop warming but still give every session back below.
             result = self
