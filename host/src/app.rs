@@ -178,12 +178,13 @@ fn load_graph(entry: ModelEntry, bytes: &[u8], digest: String) -> anyhow::Result
     } = pick_backend(&entry, bytes, &digest)?;
     let on_gpu = device == Device::Gpu;
     let batching = BACKENDS.get().map(|b| b.batching).unwrap_or_default();
+    let bound_sessions = graph.worker_sessions();
     let policy = worker_policy(
         batch_policy(&entry, on_gpu, batching)?,
-        graph.worker_sessions(),
+        bound_sessions,
         entry.card.batching.workers,
     );
-    if let (Some(p), Some(sessions)) = (policy, graph.worker_sessions())
+    if let (Some(p), Some(sessions)) = (policy, bound_sessions)
         && p.workers > sessions
     {
         tracing::warn!(model = %name, workers = p.workers, sessions, "[batching] workers beyond the sessions run without CUDA graphs; fix: raise [onnxruntime] sessions");

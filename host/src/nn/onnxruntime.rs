@@ -153,25 +153,23 @@ impl Slot {
     }
 }
 
-/// How a session's runs go when they are bound ([`capture`]): where the buffers live, and
-/// whether each warmed shape is captured as a CUDA graph.
-#[derive(Debug, Clone, Copy)]
-struct Bound {
-    device: Device,
-    graphs: bool,
+/// The sessions not running right now, and which threads own one (idle or running).
+struct Pool {
+    idle: Vec<Slot>,
+    /// With bound sessions: the threads that own one, each at most once.
+    owners: Vec<ThreadId>,
 }
 
 struct OrtGraph {
-    /// Idle sessions; a compute takes one and gives it back.
-    idle: Mutex<Vec<Slot>>,
+    /// A compute takes an idle session and gives it back.
+    pool: Mutex<Pool>,
     /// Sessions in all (idle or running).
     sessions: usize,
-    /// With `cuda_graph`: sessions are owned by threads and warmed shapes run bound.
-    bound: Option<Bound>,
+    /// Sessions belong to the threads that warm them, and warmed shapes run through bound
+    /// buffers ([`capture`]); on the GPU (`cuda_graph`), captured as CUDA graphs.
+    bound: bool,
     /// Whether the sessions run on the GPU (and so hold [`GPU_CAPTURE`] shared while they run).
     gpu: bool,
-    /// The threads that own a session (locked inside `idle`'s lock).
-    owners: Mutex<Vec<ThreadId>>,
     /// With `[onnxruntime] solo_intra_threads` on CPU: a session on more threads, for a
     /// compute that starts while no other ONNX Runtime compute runs in the process.
     solo: Option<Mutex<Session>>,
@@ -189,22 +187,15 @@ impl Backend for OnnxRuntime {
         // CUDA graphs by default on a GPU: measured on an H200, they took ResNet-152's batch-1
         // latency from 2.2x native to 0.9x, and batched throughput up 2x (README).
         let asked = entry.card.onnxruntime.cuda_graph;
-        if self.device != Device::Gpu {
-            return Ok(Arc::new(self.graph(entry, bytes, None)?));
+        if self.device != Device::Gpu || asked == Some(false) {
+            return Ok(Arc::new(self.graph(entry, bytes, false)?));
         }
-        if asked == Some(false) {
-            return Ok(Arc::new(self.graph(entry, bytes, None)?));
-        }
-        let bound = Bound {
-            device: Device::Gpu,
-            graphs: true,
-        };
-        match self.graph(entry, bytes, Some(bound)) {
+        match self.graph(entry, bytes, true) {
             // ONNX Runtime refuses graphs for a model with nodes off the GPU; by default, such a
             // model runs without them.
             Err(e) if e.kind == ErrorKind::RuntimeError && asked.is_none() => {
                 tracing::warn!(model = %entry.card.name, why = %e.message, "no CUDA graphs for this model; it runs without them");
-                Ok(Arc::new(self.graph(entry, bytes, None)?))
+                Ok(Arc::new(self.graph(entry, bytes, false)?))
             }
             Err(e) if e.kind == ErrorKind::RuntimeError => Err(NnError::new(
                 e.kind,
@@ -220,8 +211,9 @@ impl Backend for OnnxRuntime {
 }
 
 impl OnnxRuntime {
-    /// The sessions for one model, their runs bound as `bound` says.
-    fn graph(&self, entry: &ModelEntry, bytes: &[u8], bound: Option<Bound>) -> Result<OrtGraph, NnError> {
+    /// The sessions for one model; `bound`: each belongs to a thread and runs warmed shapes
+    /// through bound buffers, captured as CUDA graphs on the GPU.
+    fn graph(&self, entry: &ModelEntry, bytes: &[u8], bound: bool) -> Result<OrtGraph, NnError> {
         let card = &entry.card;
         if card.format != Format::Onnx {
             return Err(NnError::new(
@@ -257,7 +249,7 @@ impl OnnxRuntime {
         let cuda = ort::ep::CUDA::default()
             .with_conv_algorithm_search(search)
             .with_prefer_nhwc(opts.cuda_prefer_nhwc.unwrap_or(false))
-            .with_cuda_graph(bound.is_some_and(|b| b.graphs));
+            .with_cuda_graph(bound && self.device == Device::Gpu);
         let build = |threads: usize| -> Result<Session, NnError> {
             let mut builder = Session::builder(&self.env)
                 .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
@@ -310,10 +302,12 @@ impl OnnxRuntime {
         };
         Ok(OrtGraph {
             sessions: idle.len(),
-            idle: Mutex::new(idle),
+            pool: Mutex::new(Pool {
+                idle,
+                owners: Vec::new(),
+            }),
             bound,
             gpu: self.device == Device::Gpu,
-            owners: Mutex::new(Vec::new()),
             solo,
             returned: Condvar::new(),
             inputs: card.inputs.iter().map(|i| i.name.clone()).collect(),
@@ -382,39 +376,45 @@ impl OrtGraph {
     /// else, once every session has an owner, any idle one (it then runs unbound).
     fn take(&self) -> Slot {
         let me = std::thread::current().id();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.lock_pool();
         loop {
-            let pick = match self.bound {
-                None => idle.len().checked_sub(1),
-                Some(_) => {
-                    let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-                    if owners.contains(&me) {
-                        idle.iter().position(|s| s.owner == Some(me))
-                    } else if let Some(i) = idle.iter().position(|s| s.owner.is_none()) {
-                        idle[i].owner = Some(me);
-                        owners.push(me);
-                        Some(i)
-                    } else if owners.len() == self.sessions {
-                        idle.len().checked_sub(1)
-                    } else {
-                        None
-                    }
-                }
+            let Pool { idle, owners } = &mut *pool;
+            let pick = if !self.bound {
+                idle.len().checked_sub(1)
+            } else if owners.contains(&me) {
+                idle.iter().position(|s| s.owner == Some(me))
+            } else if let Some(i) = idle.iter().position(|s| s.owner.is_none()) {
+                idle[i].owner = Some(me);
+                owners.push(me);
+                Some(i)
+            } else if owners.len() == self.sessions {
+                idle.len().checked_sub(1)
+            } else {
+                None
             };
             if let Some(i) = pick {
                 return idle.swap_remove(i);
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+            pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
         }
     }
 
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn give_back(&self, slot: Slot) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+        self.lock_pool().idle.push(slot);
         // Bound sessions wait for a particular one, so every waiter looks.
         match self.bound {
-            Some(_) => self.returned.notify_all(),
-            None => self.returned.notify_one(),
+            true => self.returned.notify_all(),
+            false => self.returned.notify_one(),
         }
+    }
+
+    /// Whether warmed shapes are captured as CUDA graphs (bound sessions on the GPU).
+    fn graphs(&self) -> bool {
+        self.bound && self.gpu
     }
 
     /// Held while this graph's sessions run, if they run on the GPU: no capture meanwhile.
@@ -426,15 +426,15 @@ impl OrtGraph {
     /// One run on `slot`: replayed if its thread captured these shapes, else as usual.
     fn run_on(&self, slot: &mut Slot, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
         let _shared = self.shared();
-        let Some(bound) = self.bound else {
+        if !self.bound {
             return run(&mut slot.session, self.values(inputs)?, &self.outputs, None);
-        };
+        }
         let mine = slot.owner == Some(std::thread::current().id());
         if mine && let Some(c) = slot.captured.iter_mut().find(|c| c.fits(inputs)) {
             return c.run(&mut slot.session, inputs);
         }
-        let options = bound
-            .graphs
+        let options = self
+            .graphs()
             .then(capture::uncaptured)
             .transpose()
             .map_err(|e| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}")))?;
@@ -448,7 +448,7 @@ impl OrtGraph {
 
     /// Warm the calling thread's own session with `inputs`, and bind (and capture) their
     /// shapes on it.
-    fn warm_bound(&self, bound: Bound, inputs: &[Tensor]) -> Result<(), NnError> {
+    fn warm_bound(&self, inputs: &[Tensor]) -> Result<(), NnError> {
         let mut slot = self.take();
         let result = (|| {
             if slot.owner != Some(std::thread::current().id()) {
@@ -465,14 +465,14 @@ impl OrtGraph {
                 return Ok(());
             }
             let example = self.run_on(&mut slot, inputs)?;
-            let graph = bound.graphs.then_some(slot.captured.len() as u32 + 1);
+            let graph = self.graphs().then_some(slot.captured.len() as u32 + 1);
             let names = (self.inputs.as_slice(), self.outputs.as_slice());
-            let _alone = bound
-                .graphs
+            let _alone = self
+                .graphs()
                 .then(|| GPU_CAPTURE.write().unwrap_or_else(|p| p.into_inner()));
             let captured =
-                capture::Captured::record(&mut slot.session, names, inputs, &example, bound.device, graph)
-                    .map_err(|e| match bound.graphs {
+                capture::Captured::record(&mut slot.session, names, inputs, &example, self.gpu, graph)
+                    .map_err(|e| match self.graphs() {
                         true => NnError::new(
                             e.kind,
                             format!(
@@ -506,12 +506,12 @@ impl Graph for OrtGraph {
     }
 
     fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {
-        if let Some(bound) = self.bound {
-            return self.warm_bound(bound, inputs);
+        if self.bound {
+            return self.warm_bound(inputs);
         }
         // Each session picks its kernels per shape, so each is run; the idle ones are taken
         // all at once (at load they all are) so that no session is warmed twice.
-        let mut sessions = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut sessions = std::mem::take(&mut self.lock_pool().idle);
         let mut solo = self
             .solo
             .as_ref()
@@ -531,16 +531,13 @@ impl Graph for OrtGraph {
                 break;
             }
         }
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(sessions);
+        self.lock_pool().idle.extend(sessions);
         self.returned.notify_all();
         result
     }
 
     fn worker_sessions(&self) -> Option<usize> {
-        self.bound.map(|_| self.sessions)
+        self.bound.then_some(self.sessions)
     }
 }
 
@@ -639,15 +636,8 @@ mod tests {
     fn bound_sessions_answer_as_unbound_ones_do() {
         let ort = runtime();
         let (entry, bytes) = nullnet(2);
-        let plain = ort.graph(&entry, &bytes, None).expect("nullnet loads");
-        let bound = Bound {
-            device: Device::Cpu,
-            graphs: false,
-        };
-        let graph = Arc::new(
-            ort.graph(&entry, &bytes, Some(bound))
-                .expect("nullnet loads bound"),
-        );
+        let plain = ort.graph(&entry, &bytes, false).expect("nullnet loads");
+        let graph = Arc::new(ort.graph(&entry, &bytes, true).expect("nullnet loads bound"));
         assert_eq!(graph.worker_sessions(), Some(2));
         let workers: Vec<_> = (0..2)
             .map(|w| {
@@ -668,13 +658,14 @@ mod tests {
         for w in workers {
             answers.extend(w.join().expect("worker thread").expect("bound runs"));
         }
-        let idle = graph.idle.lock().unwrap();
-        assert_eq!(idle.len(), 2);
-        for slot in idle.iter() {
+        let pool = graph.pool.lock().unwrap();
+        assert_eq!(pool.idle.len(), 2);
+        assert_eq!(pool.owners.len(), 2);
+        for slot in pool.idle.iter() {
             assert!(slot.owner.is_some(), "each warming thread owns a session");
             assert_eq!(slot.captured.len(), 2, "shapes 1 and 4 bound on each session");
         }
-        drop(idle);
+        drop(pool);
         // A third thread finds every session owned: it runs unbound, on either.
         let third = {
             let graph = graph.clone();

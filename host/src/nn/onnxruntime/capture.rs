@@ -14,7 +14,6 @@
 //! at load, each session on the one worker thread that then runs it (see the caller).
 
 use super::super::{ErrorKind, NnError, Tensor, with_element};
-use super::Device;
 use crate::models::DType;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
@@ -47,9 +46,9 @@ pub struct Captured {
 
 /// Where the bound buffers live (GPU memory for CUDA), and where inputs are staged on the
 /// host (pinned memory for CUDA); both the session's own memory on the CPU.
-fn allocators(session: &Session, device: Device) -> Result<(Allocator, Allocator), ort::Error> {
-    match device {
-        Device::Gpu => Ok((
+fn allocators(session: &Session, gpu: bool) -> Result<(Allocator, Allocator), ort::Error> {
+    match gpu {
+        true => Ok((
             Allocator::new(
                 session,
                 MemoryInfo::new(
@@ -69,7 +68,7 @@ fn allocators(session: &Session, device: Device) -> Result<(Allocator, Allocator
                 )?,
             )?,
         )),
-        Device::Cpu => Ok((
+        false => Ok((
             Allocator::new(session, session.allocator().memory_info().clone())?,
             Allocator::new(session, session.allocator().memory_info().clone())?,
         )),
@@ -78,14 +77,14 @@ fn allocators(session: &Session, device: Device) -> Result<(Allocator, Allocator
 
 impl Captured {
     /// Bind buffers shaped as `inputs` and as `example` (one uncaptured run's outputs) on
-    /// `session`, copy `inputs` in and run until ONNX Runtime has captured graph `graph`
-    /// (`None`: bound runs without a graph, as on CPU).
+    /// `session` (in GPU memory if `gpu`), copy `inputs` in and run until ONNX Runtime has
+    /// captured graph `graph` (`None`: bound runs without a graph, as on CPU).
     pub fn record(
         session: &mut Session,
         names: (&[String], &[(String, DType)]),
         inputs: &[Tensor],
         example: &[Tensor],
-        device: Device,
+        gpu: bool,
         graph: Option<u32>,
     ) -> Result<Self, NnError> {
         let err = |e: ort::Error| {
@@ -94,7 +93,7 @@ impl Captured {
                 format!("onnxruntime: capturing a CUDA graph: {e}"),
             )
         };
-        let (alloc, host) = allocators(session, device).map_err(err)?;
+        let (alloc, host) = allocators(session, gpu).map_err(err)?;
         let mut binding = session.create_binding().map_err(err)?;
         let mut bound_inputs = Vec::with_capacity(inputs.len());
         let mut staging = Vec::with_capacity(inputs.len());
