@@ -76,21 +76,29 @@ class Host:
         self.log.close()
 
 
-def merge_ms(log_path, offset):
-    """Mean time to merge a batch (ms) in the host's `batch run` debug lines after `offset`,
-    and the log's new end: how much of a run is the host's own copying."""
+def batch_log(log_path, offset):
+    """From the host's `batch run` debug lines after `offset`: the mean time to put a batch's
+    inputs together in ms (merged, or written straight into a backend's staging buffers: the
+    host's own copying), the share of rows run that were padding, and the log's new end."""
     units = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
     with open(log_path, encoding="utf-8", errors="replace") as f:
         f.seek(offset)
         text = f.read()
         end = f.tell()
-    merged = []
+    merged, items, rows = [], 0, 0
     for line in text.splitlines():
-        if "batch run" in line and "merged=" in line:
-            value = line.split("merged=", 1)[1].split()[0]
-            num = value.rstrip("nsuµm")
-            merged.append(float(num) * units.get(value[len(num):], 0.0))
-    return (sum(merged) / len(merged) if merged else None), end
+        if "batch run" not in line or "merged=" not in line:
+            continue
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        value = fields["merged"]
+        num = value.rstrip("nsuµm")
+        merged.append(float(num) * units.get(value[len(num):], 0.0))
+        if fields.get("items", "").isdigit() and fields.get("size", "").isdigit():
+            items += int(fields["items"])
+            rows += int(fields["size"])
+    mean = sum(merged) / len(merged) if merged else None
+    padding = 1 - items / rows if rows else None
+    return mean, padding, end
 
 
 class SplitSampler:
@@ -148,7 +156,7 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=No
             for c in levels:
                 # Warm-up, and the queue of the previous level drained.
                 oha(a.oha, url, body, ctype, ["-z", "2s", "-w", "-c", str(c)])
-                _, offset = merge_ms(log_path, offset)
+                _, _, offset = batch_log(log_path, offset)
                 before = metrics(host.base)
                 sampler = SplitSampler(url, body, ctype, a.seconds)
                 d = oha(a.oha, url, body, ctype, ["-z", f"{a.seconds}s", "-w", "-c", str(c)])
@@ -158,7 +166,7 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=No
                 runs = max(delta.get("scoria_batch_size_count", 0.0), 1.0)
                 mean_batch = delta.get("scoria_batch_size_sum", 0.0) / runs
                 mean_run_ms = delta.get("scoria_inference_duration_seconds_sum", 0.0) / runs * 1e3
-                merge, offset = merge_ms(log_path, offset)
+                merge, padding, offset = batch_log(log_path, offset)
                 results["scoria"][f"{name}/{kind}/c{c}"] = {
                     "img_per_s": round(d["summary"]["requestsPerSec"], 1),
                     "p50_ms": round(d["latencyPercentiles"]["p50"] * 1e3, 2),
@@ -167,6 +175,8 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=No
                     "mean_run_ms": round(mean_run_ms, 2),
                     # Of which the host's copying of the callers' inputs into one batch.
                     "mean_merge_ms": round(merge, 2) if merge is not None else None,
+                    # Rows run that were padding (zeros up to a warmed size), of all rows run.
+                    "padding": round(padding, 3) if padding is not None else None,
                     # What one stream of runs of this size would sustain: the model's side.
                     "run_img_per_s": round(mean_batch / mean_run_ms * 1e3, 1) if mean_run_ms else None,
                     "mean_queue_ms": round(
@@ -222,7 +232,7 @@ def main():
             r = subprocess.run([a.python, os.path.join(ROOT, "bench/gpu_native.py"), os.path.join(ROOT, onnx),
                                 "--conv-algo-search", search, "--device", a.device,
                                 *(["--batches", "1,8", "--seconds", "1"] if dry else ["--seconds", "2", "--batches",
-                                                                                       "1,8,128"])],
+                                                                                       "1,8,32,128"])],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"native {variant} {search.lower()} failed:\n{r.stderr[-3000:]}", flush=True)
@@ -256,6 +266,7 @@ def main():
         # Fewer batch workers (and sessions) than the default four.
         ("fp16", "on", "cuda-graph-2-workers", graph + ["sessions = 2"], [("tensor", concurrency[2:])]),
         ("fp16", "on", "cuda-graph-3-workers", graph + ["sessions = 3"], [("tensor", concurrency[2:])]),
+        ("fp16", "on", "cuda-graph-6-workers", graph + ["sessions = 6"], [("tensor", concurrency[2:])]),
         # Instances serving 16 requests each: less host CPU per request for the front end.
         ("fp16", "on", "cuda-graph-reuse", graph, [("tensor", concurrency[2:]), ("jpeg", ends[1:])], 16),
     ]
@@ -303,6 +314,8 @@ def report(results):
         merge = f"{r['mean_merge_ms']:>7.2f}" if r.get("mean_merge_ms") is not None else f"{'-':>7}"
         print(f"{key:<44}{r['img_per_s']:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_batch']:>7.1f}"
               f"{r['mean_run_ms']:>8.2f}{merge}{run_rate}   {vs}")
+        if r.get("padding") is not None:
+            print(f"{'':<6}padding: {r['padding'] * 100:.1f}% of the rows run")
         if r.get("split_ms"):
             print(f"{'':<6}split (ms, medians of requests beside the load): "
                   + ", ".join(f"{k} {v}" for k, v in r["split_ms"].items()))

@@ -22,6 +22,7 @@
 //! unless they were part of the same run.
 
 use super::{ErrorKind, Graph, NnError, Tensor};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -281,7 +282,28 @@ fn collect(q: &mut Queue, policy: BatchPolicy, busy: impl Fn() -> bool) -> Optio
             break;
         }
     }
+    trim(&mut batch, &mut q.held, policy);
     Some(batch)
+}
+
+/// With `pad`, a batch just past a padded size would run mostly padding: 33 photos run as 64
+/// cost nearly what 64 do. When fewer items would wait than padding rows would be added, the
+/// newest computes are set aside (ahead of everything else held) down to the size below, and
+/// start the next batch, on the next free worker. Triton's preferred batch sizes do the same.
+fn trim(batch: &mut Vec<Pending>, held: &mut VecDeque<Pending>, policy: BatchPolicy) {
+    let mut items: usize = batch.iter().map(|p| p.items as usize).sum();
+    let up = policy.padded(items);
+    let Some(down) = policy.sizes().into_iter().filter(|&s| s <= items).max() else {
+        return;
+    };
+    if up == items || items - down >= up - items {
+        return;
+    }
+    while items > down && batch.len() > 1 {
+        let Some(p) = batch.pop() else { break };
+        items -= p.items as usize;
+        held.push_front(p);
+    }
 }
 
 /// Run one batch and answer each of its callers.
@@ -289,13 +311,14 @@ fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>, policy: BatchPolicy,
     let started = Instant::now();
     let total: u32 = batch.iter().map(|p| p.items).sum();
     let size = policy.padded(total as usize);
-    let (inputs, callers) = merge(batch, size, buffers);
-    let merged = started.elapsed();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(&inputs)))
+    let (inputs, callers) = take_apart(batch, size);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run_batch(&inputs, buffers)))
         .unwrap_or_else(|_| Err(NnError::new(ErrorKind::RuntimeError, "the backend panicked")));
-    buffers.keep(inputs);
     let ran = started.elapsed();
+    let merged = inputs.copied.get();
     tracing::debug!(model, items = total, size, ?merged, ?ran, "batch run");
+    // The callers' inputs are no longer needed: free them before answering.
+    drop(inputs);
     let counts: Vec<u32> = callers.iter().map(|c| c.items).collect();
     let split = result.and_then(|outputs| split(model, outputs, &counts, size as u32));
     let n = callers.len();
@@ -340,6 +363,153 @@ impl Caller {
     }
 }
 
+/// Split a collected batch into its inputs (to run at `size` rows) and its callers.
+fn take_apart(batch: Vec<Pending>, size: usize) -> (BatchInputs, Vec<Caller>) {
+    let mut parts = Vec::with_capacity(batch.len());
+    let mut callers = Vec::with_capacity(batch.len());
+    for p in batch {
+        parts.push(p.inputs);
+        callers.push(Caller {
+            items: p.items,
+            queued_at: p.queued_at,
+            reply: p.reply,
+        });
+    }
+    (BatchInputs::new(parts, size), callers)
+}
+
+/// One batch's inputs as its callers sent them, each input to be concatenated along the first
+/// dimension in caller order and padded with zero rows up to [`size`](Self::size).
+///
+/// They stay apart until the backend runs them, so that a backend with input buffers of its
+/// own (ONNX Runtime's bound sessions: pinned memory that the GPU copies from) writes each
+/// caller's rows straight there with [`write`](Self::write). Merging into a buffer first and
+/// copying that again cost 9 ms of a 45 ms batch of 64 photos on an H200 machine.
+/// [`merged`](Self::merged) concatenates into a worker's [`Buffers`] for every other backend.
+pub struct BatchInputs {
+    parts: Vec<Vec<Tensor>>,
+    size: usize,
+    /// Time spent concatenating, wherever it happened (logged with each run).
+    copied: Cell<Duration>,
+}
+
+impl BatchInputs {
+    /// The callers' inputs (`parts`, in caller order, each in the card's input order), to run
+    /// at `size` rows.
+    pub fn new(parts: Vec<Vec<Tensor>>, size: usize) -> Self {
+        Self {
+            parts,
+            size,
+            copied: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Rows the batch runs with, padding included.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How many inputs the model takes (each caller gives one of each).
+    pub fn inputs(&self) -> usize {
+        self.parts.first().map_or(0, Vec::len)
+    }
+
+    /// Input `i`'s shape in the batch: `size` rows of the callers' row shape.
+    pub fn dims(&self, i: usize) -> Option<Vec<u32>> {
+        let first = self.parts.first()?.get(i)?;
+        let mut dims = first.dims.clone();
+        *dims.first_mut()? = self.size as u32;
+        Some(dims)
+    }
+
+    /// Write input `i` of the batch into `dst`, which must be exactly its size: each caller's
+    /// rows in turn, then zeros for the padding rows.
+    pub fn write(&self, i: usize, dst: &mut [u8]) -> Result<(), NnError> {
+        let t = Instant::now();
+        let bytes: usize = self
+            .parts
+            .iter()
+            .map(|p| p.get(i).map_or(0, |t| t.data.len()))
+            .sum();
+        let items: usize = self.parts.iter().map(|p| items(p) as usize).sum();
+        let want = bytes.checked_div(items).map(|row| row * self.size);
+        if want != Some(dst.len()) {
+            return Err(NnError::new(
+                ErrorKind::RuntimeError,
+                format!(
+                    "batch input {i}: {bytes} bytes in {items} rows do not fill {} rows of a {}-byte buffer",
+                    self.size,
+                    dst.len()
+                ),
+            ));
+        }
+        let (rows, padding) = dst.split_at_mut(bytes);
+        let mut at = 0;
+        for part in &self.parts {
+            if let Some(t) = part.get(i) {
+                rows[at..at + t.data.len()].copy_from_slice(&t.data);
+                at += t.data.len();
+            }
+        }
+        padding.fill(0);
+        self.copied.set(self.copied.get() + t.elapsed());
+        Ok(())
+    }
+
+    /// Call `run` with the batch as tensors: the one caller's own inputs when they are the
+    /// whole batch, else concatenated into `buffers`.
+    pub fn merged<R>(&self, buffers: &mut Buffers, run: impl FnOnce(&[Tensor]) -> R) -> R {
+        if let [only] = self.parts.as_slice()
+            && items(only) as usize == self.size
+        {
+            return run(only);
+        }
+        let t = Instant::now();
+        let merged = self.merge(buffers);
+        self.copied.set(self.copied.get() + t.elapsed());
+        let result = run(&merged);
+        buffers.keep(merged);
+        result
+    }
+
+    /// Concatenate each input into `buffers`' memory.
+    ///
+    /// Buffers are filled by slice copies, which stay memcpy-fast even in a barely optimised
+    /// (dev) build, where element-wise loops over a 77 MB batch cost hundreds of ms.
+    fn merge(&self, buffers: &mut Buffers) -> Vec<Tensor> {
+        let Some(first) = self.parts.first() else {
+            return Vec::new();
+        };
+        let total: usize = self.parts.iter().map(|p| items(p) as usize).sum();
+        let mut merged: Vec<Tensor> = first
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let row = t.data.len() / t.dims[0].max(1) as usize;
+                let mut dims = t.dims.clone();
+                dims[0] = self.size as u32;
+                let mut data = buffers.take(i);
+                data.reserve(row * self.size);
+                Tensor {
+                    dims,
+                    dtype: t.dtype,
+                    data,
+                }
+            })
+            .collect();
+        for part in &self.parts {
+            for (m, t) in merged.iter_mut().zip(part) {
+                m.data.extend_from_slice(&t.data);
+            }
+        }
+        // Padding rows: zeros, whatever the buffer held before.
+        for m in &mut merged {
+            m.data.resize(m.data.len() / total.max(1) * self.size, 0);
+        }
+        merged
+    }
+}
+
 /// A batch worker's merged input buffers, one per model input, kept from one batch to the next.
 ///
 /// A batch of 128 photos for ResNet-152 is 77 MB. Allocated afresh, the kernel maps and zeroes
@@ -347,9 +517,14 @@ impl Caller {
 /// 70–80 photos took 82–166 ms to merge on the 2-core machine, against 14–17 ms into buffers
 /// that were already there. The price is one largest batch per input and worker kept allocated.
 #[derive(Default)]
-struct Buffers(Vec<Vec<u8>>);
+pub struct Buffers(Vec<Vec<u8>>);
 
 impl Buffers {
+    /// Bytes kept for the next batch.
+    pub fn kept(&self) -> usize {
+        self.0.iter().map(Vec::capacity).sum()
+    }
+
     /// An empty buffer for input `i`, with the capacity of the largest kept so far.
     fn take(&mut self, i: usize) -> Vec<u8> {
         let mut b = self.0.get_mut(i).map(std::mem::take).unwrap_or_default();
@@ -368,59 +543,6 @@ impl Buffers {
             }
         }
     }
-}
-
-/// Concatenate each input along the first dimension, in caller order, into tensors of `size`
-/// rows (zero rows after the callers' when padded), in `buffers`' memory.
-///
-/// Buffers are filled by slice copies, which stay memcpy-fast even in a barely optimised
-/// (dev) build, where element-wise loops over a 77 MB batch cost hundreds of ms.
-fn merge(mut batch: Vec<Pending>, size: usize, buffers: &mut Buffers) -> (Vec<Tensor>, Vec<Caller>) {
-    let total: usize = batch.iter().map(|p| p.items as usize).sum();
-    if batch.len() == 1
-        && size == total
-        && let Some(p) = batch.pop()
-    {
-        let caller = Caller {
-            items: p.items,
-            queued_at: p.queued_at,
-            reply: p.reply,
-        };
-        return (p.inputs, vec![caller]);
-    }
-    let mut merged: Vec<Tensor> = batch[0]
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let row = t.data.len() / t.dims[0].max(1) as usize;
-            let mut dims = t.dims.clone();
-            dims[0] = size as u32;
-            let mut data = buffers.take(i);
-            data.reserve(row * size);
-            Tensor {
-                dims,
-                dtype: t.dtype,
-                data,
-            }
-        })
-        .collect();
-    let mut callers = Vec::with_capacity(batch.len());
-    for p in batch {
-        for (m, t) in merged.iter_mut().zip(&p.inputs) {
-            m.data.extend_from_slice(&t.data);
-        }
-        callers.push(Caller {
-            items: p.items,
-            queued_at: p.queued_at,
-            reply: p.reply,
-        });
-    }
-    // Padding rows: zeros, whatever the buffer held before.
-    for m in &mut merged {
-        m.data.resize(m.data.len() / total.max(1) * size, 0);
-    }
-    (merged, callers)
 }
 
 /// `t` (whose first dimension is `items`) with zero rows added up to `size`.
@@ -660,26 +782,70 @@ mod tests {
     #[test]
     fn merge_reuses_its_buffer_and_pads_it_with_zeros() {
         let mut buffers = Buffers::default();
-        let (full, _) = merge(
+        let (full, _) = take_apart(
             vec![pending(&[1.0, 2.0, 3.0, 4.0]), pending(&[5.0, 6.0, 7.0, 8.0])],
             4,
-            &mut buffers,
         );
-        assert_eq!(full[0].to_vec::<f32>(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
-        let memory = full[0].data.as_ptr();
-        buffers.keep(full);
+        let memory = full.merged(&mut buffers, |t| {
+            assert_eq!(t[0].to_vec::<f32>(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+            t[0].data.as_ptr() as usize
+        });
         // A smaller batch padded to the same size lands in the same memory, and the rows the
         // first batch left there are zeros now.
-        let (padded, _) = merge(
-            vec![pending(&[9.0, 10.0]), pending(&[11.0, 12.0])],
-            4,
-            &mut buffers,
+        let (padded, _) = take_apart(vec![pending(&[9.0, 10.0]), pending(&[11.0, 12.0])], 4);
+        let again = padded.merged(&mut buffers, |t| {
+            assert_eq!(t[0].dims, [4, 2]);
+            assert_eq!(t[0].to_vec::<f32>(), [9.0, 10.0, 11.0, 12.0, 0.0, 0.0, 0.0, 0.0]);
+            t[0].data.as_ptr() as usize
+        });
+        assert_eq!(again, memory, "the kept buffer was not reused");
+    }
+
+    #[test]
+    fn a_batch_writes_into_a_backends_buffer_as_it_merges() {
+        let (batch, _) = take_apart(vec![pending(&[1.0, 2.0]), pending(&[3.0, 4.0, 5.0, 6.0])], 4);
+        assert_eq!((batch.inputs(), batch.dims(0)), (1, Some(vec![4, 2])));
+        // A buffer with stale bytes in it, as a staging buffer has after a previous run.
+        let mut dst = vec![0xffu8; 4 * 2 * 4];
+        batch.write(0, &mut dst).unwrap();
+        let merged = batch.merged(&mut Buffers::default(), |t| t[0].data.clone());
+        assert_eq!(dst, merged);
+        let values: Vec<f32> = bytemuck::cast_slice::<u8, f32>(&dst).to_vec();
+        assert_eq!(values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0]);
+        let e = batch.write(0, &mut [0u8; 12]).unwrap_err();
+        assert!(e.message.contains("do not fill"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_just_past_a_padded_size_leaves_its_newest_for_the_next() {
+        let policy = BatchPolicy {
+            max_batch: 64,
+            max_queue_delay: Duration::ZERO,
+            workers: 2,
+            pad: true,
+        };
+        let collected = |n: usize| {
+            let mut batch: Vec<Pending> = (0..n).map(|i| pending(&[i as f32, 0.0])).collect();
+            let mut held = VecDeque::from([pending(&[-1.0, 0.0])]);
+            trim(&mut batch, &mut held, policy);
+            let first = |p: &Pending| p.inputs[0].to_vec::<f32>()[0];
+            (batch.len(), held.iter().map(first).collect::<Vec<_>>())
+        };
+        // 33 would run as 64: 32 run now, the 33rd waits, ahead of what was already held.
+        assert_eq!(collected(33), (32, vec![32.0, -1.0]));
+        assert_eq!(collected(35), (32, vec![32.0, 33.0, 34.0, -1.0]));
+        // 60 runs as 64: setting 28 aside would cost more than 4 rows of padding.
+        assert_eq!(collected(60), (60, vec![-1.0]));
+        assert_eq!(collected(48), (48, vec![-1.0]));
+        assert_eq!(collected(3), (3, vec![-1.0]));
+        assert_eq!(collected(5), (4, vec![4.0, -1.0]));
+        // Without padding nothing is set aside.
+        let mut batch: Vec<Pending> = (0..33).map(|i| pending(&[i as f32, 0.0])).collect();
+        trim(
+            &mut batch,
+            &mut VecDeque::new(),
+            BatchPolicy { pad: false, ..policy },
         );
-        assert_eq!(padded[0].dims, [4, 2]);
-        assert_eq!(
-            padded[0].to_vec::<f32>(),
-            [9.0, 10.0, 11.0, 12.0, 0.0, 0.0, 0.0, 0.0]
-        );
-        assert_eq!(padded[0].data.as_ptr(), memory, "the kept buffer was not reused");
+        assert_eq!(batch.len(), 33);
     }
 }

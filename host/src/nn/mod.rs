@@ -127,6 +127,17 @@ pub trait Graph: Send + Sync {
     /// They are borrowed, so that a batch worker can reuse its merged input buffers.
     fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError>;
 
+    /// Run one batch of callers' inputs (see [`batch::BatchInputs`]). By default they are
+    /// concatenated into the worker's `buffers` and [`run`](Self::run); a backend with input
+    /// buffers of its own writes them straight there instead.
+    fn run_batch(
+        &self,
+        batch: &batch::BatchInputs,
+        buffers: &mut batch::Buffers,
+    ) -> Result<Vec<Tensor>, NnError> {
+        batch.merged(buffers, |inputs| self.run(inputs))
+    }
+
     /// Run once with `inputs` so that the first request of this shape does not pay for
     /// kernel selection and allocation; a backend with several sessions warms each.
     fn warm(&self, inputs: &[Tensor]) -> Result<(), NnError> {

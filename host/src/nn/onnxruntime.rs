@@ -18,6 +18,7 @@
 
 mod capture;
 
+use super::batch::{BatchInputs, Buffers};
 use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, with_element};
 use crate::models::{DType, Format, ModelEntry};
 use ort::ep::cuda::ConvAlgorithmSearch;
@@ -536,6 +537,24 @@ impl Graph for OrtGraph {
         result
     }
 
+    fn run_batch(&self, batch: &BatchInputs, buffers: &mut Buffers) -> Result<Vec<Tensor>, NnError> {
+        if !self.bound {
+            return batch.merged(buffers, |inputs| self.run(inputs));
+        }
+        let mut slot = self.take();
+        let mine = slot.owner == Some(std::thread::current().id());
+        let result = match slot.captured.iter_mut().find(|c| mine && c.fits_batch(batch)) {
+            // The callers' rows go straight into the staging buffers, not merged first.
+            Some(c) => {
+                let _shared = self.shared();
+                c.run_with(&mut slot.session, |i, dst| batch.write(i, dst))
+            }
+            None => batch.merged(buffers, |inputs| self.run_on(&mut slot, inputs)),
+        };
+        self.give_back(slot);
+        result
+    }
+
     fn worker_sessions(&self) -> Option<usize> {
         self.bound.then_some(self.sessions)
     }
@@ -645,12 +664,21 @@ mod tests {
                 std::thread::spawn(move || {
                     graph.warm(&images(1, 0))?;
                     graph.warm(&images(4, 0))?;
-                    (0..6)
+                    let mut answers = (0..6)
                         .map(|i| {
                             let input = images([1, 4, 2][i % 3], w * 100 + i as u32);
                             graph.run(&input).map(|out| (input, out))
                         })
-                        .collect::<Result<Vec<_>, NnError>>()
+                        .collect::<Result<Vec<_>, NnError>>()?;
+                    // A batch of 1 + 2 images padded to 4 goes straight into the staging
+                    // buffers of the bound shape 4, never through the worker's buffers.
+                    let batch = BatchInputs::new(vec![images(1, w), images(2, w + 1)], 4);
+                    let mut buffers = Buffers::default();
+                    let out = graph.run_batch(&batch, &mut buffers)?;
+                    assert_eq!(buffers.kept(), 0, "the batch was merged first");
+                    let merged = batch.merged(&mut buffers, |t| t.to_vec());
+                    answers.push((merged, out));
+                    Ok::<_, NnError>(answers)
                 })
             })
             .collect();

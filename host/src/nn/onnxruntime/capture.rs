@@ -13,6 +13,7 @@
 //! thread allocates GPU memory meanwhile. So graphs are only captured while a model is warmed
 //! at load, each session on the one worker thread that then runs it (see the caller).
 
+use super::super::batch::BatchInputs;
 use super::super::{ErrorKind, NnError, Tensor, with_element};
 use crate::models::DType;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -36,8 +37,9 @@ pub struct Captured {
     /// The input shapes this serves; a compute with other shapes runs uncaptured.
     shapes: Vec<Vec<u32>>,
     binding: IoBinding,
-    /// Each input's host-side buffer (pinned on a GPU) and its bound buffer.
+    /// Each input's host-side buffer (pinned on a GPU), its size in bytes, and its bound buffer.
     staging: Vec<DynTensor>,
+    staging_bytes: Vec<usize>,
     inputs: Vec<DynTensor>,
     /// Each output's buffer and the type the card gives it.
     outputs: Vec<(DynTensor, DType)>,
@@ -97,11 +99,20 @@ impl Captured {
         let mut binding = session.create_binding().map_err(err)?;
         let mut bound_inputs = Vec::with_capacity(inputs.len());
         let mut staging = Vec::with_capacity(inputs.len());
+        let mut staging_bytes = Vec::with_capacity(inputs.len());
         for (t, name) in inputs.iter().zip(names.0) {
             let buffer = DynTensor::new(&alloc, element_type(t.dtype)?, shape(&t.dims)).map_err(err)?;
             binding.bind_input(name.as_str(), &buffer).map_err(err)?;
             bound_inputs.push(buffer);
             staging.push(DynTensor::new(&host, element_type(t.dtype)?, shape(&t.dims)).map_err(err)?);
+            let elements = t.dims.iter().map(|&d| d as usize).product();
+            let bytes = element_type(t.dtype)?.byte_size(elements).ok_or_else(|| {
+                NnError::new(
+                    ErrorKind::UnsupportedOperation,
+                    format!("onnxruntime: bound inputs of {:?}", t.dtype),
+                )
+            })?;
+            staging_bytes.push(bytes);
         }
         let mut outputs = Vec::with_capacity(example.len());
         for (t, (name, dtype)) in example.iter().zip(names.1) {
@@ -117,6 +128,7 @@ impl Captured {
             shapes: inputs.iter().map(|t| t.dims.clone()).collect(),
             binding,
             staging,
+            staging_bytes,
             inputs: bound_inputs,
             outputs,
             options,
@@ -134,11 +146,52 @@ impl Captured {
         self.shapes.len() == inputs.len() && self.shapes.iter().zip(inputs).all(|(s, t)| *s == t.dims)
     }
 
+    /// Whether a batch's inputs have the shapes this was recorded for.
+    pub fn fits_batch(&self, batch: &BatchInputs) -> bool {
+        self.shapes.len() == batch.inputs()
+            && self
+                .shapes
+                .iter()
+                .enumerate()
+                .all(|(i, s)| batch.dims(i).as_ref() == Some(s))
+    }
+
     /// Copy `inputs` into the bound buffers, replay, and copy the outputs back to the host.
     pub fn run(&mut self, session: &mut Session, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+        self.run_with(session, |i, dst| {
+            let t = inputs
+                .get(i)
+                .filter(|t| t.data.len() == dst.len())
+                .ok_or_else(|| {
+                    NnError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "onnxruntime: input {i} does not fill its bound buffer of {} bytes",
+                            dst.len()
+                        ),
+                    )
+                })?;
+            dst.copy_from_slice(&t.data);
+            Ok(())
+        })
+    }
+
+    /// Let `write` fill each input's staging buffer (by index; the slice is exactly its size),
+    /// copy them into the bound buffers, replay, and copy the outputs back to the host.
+    pub fn run_with(
+        &mut self,
+        session: &mut Session,
+        write: impl Fn(usize, &mut [u8]) -> Result<(), NnError>,
+    ) -> Result<Vec<Tensor>, NnError> {
         let err = |e: ort::Error| NnError::new(ErrorKind::RuntimeError, format!("onnxruntime: {e}"));
-        for ((t, staging), buffer) in inputs.iter().zip(&mut self.staging).zip(&mut self.inputs) {
-            copy_in(t, staging, buffer)?;
+        for (i, ((staging, buffer), &bytes)) in self
+            .staging
+            .iter_mut()
+            .zip(&mut self.inputs)
+            .zip(&self.staging_bytes)
+            .enumerate()
+        {
+            copy_in(|dst| write(i, dst), staging, bytes, buffer)?;
         }
         // The outputs are the bound buffers; the run has synchronised with the device.
         drop(
@@ -168,35 +221,29 @@ fn element_type(dtype: DType) -> Result<ort::value::TensorElementType, NnError> 
     )))
 }
 
-/// Copy a host tensor into a bound buffer through its staging buffer (on a GPU: into pinned
-/// memory, then host to device).
+/// Fill a staging buffer of `bytes` bytes with `write`, then copy it into its bound buffer (on
+/// a GPU: `staging` is pinned memory, copied host to device).
 ///
 /// Both sides are buffers that ONNX Runtime allocated: `ort` copies through a session of its
 /// own, and a borrowed source would make it clone the source with that same session, which
 /// deadlocks on its lock (ort 2.0.0-rc.15).
-fn copy_in(t: &Tensor, staging: &mut DynTensor, buffer: &mut DynTensor) -> Result<(), NnError> {
-    let err = |e: ort::Error| {
+fn copy_in(
+    write: impl FnOnce(&mut [u8]) -> Result<(), NnError>,
+    staging: &mut DynTensor,
+    bytes: usize,
+    buffer: &mut DynTensor,
+) -> Result<(), NnError> {
+    // `ort` refuses typed access to pinned memory (it counts it as the GPU's), so the bytes go
+    // in through the raw pointer.
+    let dst = staging.data_ptr_mut().cast::<u8>();
+    // SAFETY: `staging` is host memory (pageable or pinned) that ONNX Runtime allocated for
+    // a tensor of exactly `bytes` bytes (see `record`), and it is borrowed mutably for as
+    // long as the slice lives, so nothing else reads or writes it meanwhile.
+    write(unsafe { std::slice::from_raw_parts_mut(dst, bytes) })?;
+    staging.copy_into(buffer).map_err(|e| {
         NnError::new(
             ErrorKind::RuntimeError,
             format!("onnxruntime: copying an input: {e}"),
         )
-    };
-    // `ort` refuses typed access to pinned memory (it counts it as the GPU's), so the bytes go
-    // in through the raw pointer, after checking that they are exactly the buffer's size.
-    let size = element_type(t.dtype)?.byte_size(staging.shape().num_elements());
-    if size != Some(t.data.len()) {
-        return Err(NnError::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "onnxruntime: an input of {} bytes for a bound buffer of {size:?}",
-                t.data.len()
-            ),
-        ));
-    }
-    let dst = staging.data_ptr_mut().cast::<u8>();
-    // SAFETY: `staging` is host memory (pageable or pinned) that ONNX Runtime allocated for
-    // exactly `size` bytes, checked equal to `t.data.len()` above; `t.data` is a distinct
-    // allocation, and `staging` is borrowed mutably, so nothing else writes it meanwhile.
-    unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), dst, t.data.len()) };
-    staging.copy_into(buffer).map_err(err)
+    })
 }
