@@ -94,6 +94,9 @@ pub struct Metrics {
     request_seconds: Family,
     inference_seconds: Family,
     batch_size: Family,
+    /// Zero rows that batches were padded with, by model: with `scoria_batch_size_sum`, the
+    /// share of the accelerator's work that computed nothing.
+    padding_rows: Mutex<BTreeMap<String, u64>>,
     queue_delay_seconds: Family,
 }
 
@@ -111,6 +114,7 @@ impl Default for Metrics {
             request_seconds: Family::new(LATENCY),
             inference_seconds: Family::new(LATENCY),
             batch_size: Family::new(BATCH),
+            padding_rows: Mutex::new(BTreeMap::new()),
             queue_delay_seconds: Family::new(LATENCY),
         }
     }
@@ -137,6 +141,9 @@ impl Metrics {
                 run.ran.as_secs_f64(),
             );
             self.batch_size.observe(m(), f64::from(run.items));
+            if let Ok(mut p) = self.padding_rows.lock() {
+                *p.entry(model.to_string()).or_insert(0) += u64::from(run.rows.saturating_sub(run.items));
+            }
         }
     }
 
@@ -177,6 +184,21 @@ impl Metrics {
             "scoria_batch_size",
             "Items per backend run, by model; above 1 when computes were merged or a guest sent a batch.",
         );
+        header(
+            &mut out,
+            "scoria_batch_padding_rows_total",
+            "Zero rows that padded batches to a warmed size, by model (padding computes nothing).",
+            "counter",
+        );
+        if let Ok(p) = self.padding_rows.lock() {
+            for (model, n) in p.iter() {
+                let _ = writeln!(
+                    out,
+                    "scoria_batch_padding_rows_total{{model=\"{}\"}} {n}",
+                    escape(model)
+                );
+            }
+        }
         self.queue_delay_seconds.render(
             &mut out,
             "scoria_batch_queue_delay_seconds",
@@ -276,5 +298,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("scoria_queue_depth{function=\"f\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn padding_rows_count_once_per_run() {
+        let m = Metrics::default();
+        let run = |items, rows, leader| BatchRun {
+            queued: Duration::ZERO,
+            ran: Duration::from_millis(5),
+            items,
+            rows,
+            leader,
+        };
+        // A run of 3 items padded to 4, seen by its three callers; then an unpadded one.
+        for leader in [true, false, false] {
+            m.inference("resnet", "onnxruntime", &run(3, 4, leader));
+        }
+        m.inference("resnet", "onnxruntime", &run(2, 2, true));
+        let text = m.render(true, &[]);
+        assert!(
+            text.contains("scoria_batch_padding_rows_total{model=\"resnet\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scoria_batch_size_sum{model=\"resnet\"} 5"),
+            "{text}"
+        );
     }
 }

@@ -40,6 +40,16 @@ fn batch_metric(s: &Server, model: &str) -> (f64, f64) {
     (value("sum"), value("count"))
 }
 
+/// `scoria_batch_padding_rows_total` for `model`.
+fn padding_rows(s: &Server, model: &str) -> f64 {
+    let text = client().get(s.url("/metrics")).send().unwrap().text().unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("scoria_batch_padding_rows_total{{model=\"{model}\"}}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no scoria_batch_padding_rows_total for {model}:\n{text}"))
+}
+
 #[test]
 fn concurrent_requests_merge_and_get_the_answers_they_get_unbatched() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,8 +120,12 @@ fn concurrent_requests_merge_and_get_the_answers_they_get_unbatched() {
         runs < items,
         "no run merged requests: {runs} runs for {items} items"
     );
+    // A run is padded to a warmed size, or trimmed back to one: never more zero rows than items.
+    let padding = padding_rows(&batched, "efficientnet-lite0");
+    assert!(padding < items, "{padding} padding rows for {items} items");
     let (items, runs) = batch_metric(&unbatched, "efficientnet-lite0");
     assert_eq!(items, runs, "unbatched runs hold one image each");
+    assert_eq!(padding_rows(&unbatched, "efficientnet-lite0"), 0.0);
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct BatchRun {
     pub ran: Duration,
     /// Items in the whole run.
     pub items: u32,
+    /// Rows the run computed: `items`, plus the zero rows it was padded with.
+    pub rows: u32,
     /// True for exactly one caller per run, so per-run metrics are counted once.
     pub leader: bool,
 }
@@ -325,7 +327,7 @@ fn run(model: &str, graph: &dyn Graph, batch: Vec<Pending>, policy: BatchPolicy,
     match split {
         Ok(per_caller) => {
             for (i, (caller, rows)) in callers.into_iter().zip(per_caller).enumerate() {
-                let run = caller.run(started, ran, total, i == 0);
+                let run = caller.run(started, ran, (total, size as u32), i == 0);
                 let _ = caller.reply.send(Ok((rows, run)));
             }
         }
@@ -353,11 +355,12 @@ struct Caller {
 }
 
 impl Caller {
-    fn run(&self, started: Instant, ran: Duration, items: u32, leader: bool) -> BatchRun {
+    fn run(&self, started: Instant, ran: Duration, (items, rows): (u32, u32), leader: bool) -> BatchRun {
         BatchRun {
             queued: started.saturating_duration_since(self.queued_at),
             ran,
             items,
+            rows,
             leader,
         }
     }

@@ -183,6 +183,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                                 queued,
                                 ran: start.elapsed().saturating_sub(queued),
                                 items,
+                                rows: items,
                                 leader: true,
                             };
                             r.map(|outputs| (outputs, run))
