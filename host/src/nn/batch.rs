@@ -14,7 +14,12 @@
 //! With `pad`, a batch is padded with zero rows up to the next power of two (capped at
 //! `max_batch`), and each of those sizes is run once when the batcher starts. A GPU backend
 //! picks kernels and plans memory per input shape, which costs far more than a run; padding
-//! keeps the shapes to a handful that are all ready before the first request.
+//! keeps the shapes to a handful that are all ready before the first request. A batch that
+//! gathered just past one of those sizes leaves its newest computes for the next batch rather
+//! than run mostly padding (see `trim`).
+//!
+//! A batch reaches the backend as its callers' inputs, still apart ([`BatchInputs`]), so that
+//! a backend with input buffers of its own copies each caller's rows there once.
 //!
 //! Only computes with the same shape beyond the batch dimension merge (a text model's
 //! sentences of different lengths run separately). A failed run fails each of its callers

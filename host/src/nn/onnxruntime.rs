@@ -14,7 +14,7 @@
 //! On a GPU (unless the card sets `[onnxruntime] cuda_graph = false`), each session instead
 //! belongs to the first thread that warms it (a batch worker of its own, see
 //! [`Graph::worker_sessions`]), and the shapes it was warmed with replay as captured CUDA
-//! graphs ([`capture`]).
+//! graphs (the `capture` module).
 
 mod capture;
 
@@ -167,7 +167,7 @@ struct OrtGraph {
     /// Sessions in all (idle or running).
     sessions: usize,
     /// Sessions belong to the threads that warm them, and warmed shapes run through bound
-    /// buffers ([`capture`]); on the GPU (`cuda_graph`), captured as CUDA graphs.
+    /// buffers (the `capture` module); on the GPU (`cuda_graph`), captured as CUDA graphs.
     bound: bool,
     /// Whether the sessions run on the GPU (and so hold [`GPU_CAPTURE`] shared while they run).
     gpu: bool,
