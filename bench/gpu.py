@@ -263,7 +263,7 @@ def main():
         # cuDNN's exhaustive search picks the kernels that the graphs then replay.
         ("fp16", "off", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends[:1])]),
         ("fp16", "on", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends)]),
-        # Fewer batch workers (and sessions) than the default four.
+        # Other numbers of batch workers (and sessions) than the default four.
         ("fp16", "on", "cuda-graph-2-workers", graph + ["sessions = 2"], [("tensor", concurrency[2:])]),
         ("fp16", "on", "cuda-graph-3-workers", graph + ["sessions = 3"], [("tensor", concurrency[2:])]),
         ("fp16", "on", "cuda-graph-6-workers", graph + ["sessions = 6"], [("tensor", concurrency[2:])]),

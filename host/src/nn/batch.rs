@@ -387,7 +387,7 @@ fn take_apart(batch: Vec<Pending>, size: usize) -> (BatchInputs, Vec<Caller>) {
 }
 
 /// One batch's inputs as its callers sent them, each input to be concatenated along the first
-/// dimension in caller order and padded with zero rows up to [`size`](Self::size).
+/// dimension in caller order and padded with zero rows up to `size` rows.
 ///
 /// They stay apart until the backend runs them, so that a backend with input buffers of its
 /// own (ONNX Runtime's bound sessions: pinned memory that the GPU copies from) writes each
@@ -412,11 +412,6 @@ impl BatchInputs {
         }
     }
 
-    /// Rows the batch runs with, padding included.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// How many inputs the model takes (each caller gives one of each).
     pub fn inputs(&self) -> usize {
         self.parts.first().map_or(0, Vec::len)
@@ -430,16 +425,25 @@ impl BatchInputs {
         Some(dims)
     }
 
+    /// Items from all callers together (the rows before padding).
+    fn items(&self) -> usize {
+        self.parts.iter().map(|p| items(p) as usize).sum()
+    }
+
+    /// Input `i`'s bytes from each caller, in caller order.
+    fn rows(&self, i: usize) -> impl Iterator<Item = &[u8]> {
+        self.parts
+            .iter()
+            .filter_map(move |p| p.get(i))
+            .map(|t| t.data.as_slice())
+    }
+
     /// Write input `i` of the batch into `dst`, which must be exactly its size: each caller's
     /// rows in turn, then zeros for the padding rows.
     pub fn write(&self, i: usize, dst: &mut [u8]) -> Result<(), NnError> {
         let t = Instant::now();
-        let bytes: usize = self
-            .parts
-            .iter()
-            .map(|p| p.get(i).map_or(0, |t| t.data.len()))
-            .sum();
-        let items: usize = self.parts.iter().map(|p| items(p) as usize).sum();
+        let bytes: usize = self.rows(i).map(<[u8]>::len).sum();
+        let items = self.items();
         let want = bytes.checked_div(items).map(|row| row * self.size);
         if want != Some(dst.len()) {
             return Err(NnError::new(
@@ -453,11 +457,9 @@ impl BatchInputs {
         }
         let (rows, padding) = dst.split_at_mut(bytes);
         let mut at = 0;
-        for part in &self.parts {
-            if let Some(t) = part.get(i) {
-                rows[at..at + t.data.len()].copy_from_slice(&t.data);
-                at += t.data.len();
-            }
+        for part in self.rows(i) {
+            rows[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
         padding.fill(0);
         self.copied.set(self.copied.get() + t.elapsed());
@@ -488,33 +490,27 @@ impl BatchInputs {
         let Some(first) = self.parts.first() else {
             return Vec::new();
         };
-        let total: usize = self.parts.iter().map(|p| items(p) as usize).sum();
-        let mut merged: Vec<Tensor> = first
+        let total = self.items().max(1);
+        first
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let row = t.data.len() / t.dims[0].max(1) as usize;
                 let mut dims = t.dims.clone();
                 dims[0] = self.size as u32;
                 let mut data = buffers.take(i);
-                data.reserve(row * self.size);
+                data.reserve(t.data.len() / t.dims[0].max(1) as usize * self.size);
+                for part in self.rows(i) {
+                    data.extend_from_slice(part);
+                }
+                // Padding rows: zeros, whatever the buffer held before.
+                data.resize(data.len() / total * self.size, 0);
                 Tensor {
                     dims,
                     dtype: t.dtype,
                     data,
                 }
             })
-            .collect();
-        for part in &self.parts {
-            for (m, t) in merged.iter_mut().zip(part) {
-                m.data.extend_from_slice(&t.data);
-            }
-        }
-        // Padding rows: zeros, whatever the buffer held before.
-        for m in &mut merged {
-            m.data.resize(m.data.len() / total.max(1) * self.size, 0);
-        }
-        merged
+            .collect()
     }
 }
 
