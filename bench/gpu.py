@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -44,14 +45,15 @@ def metrics(base):
 class Host:
     """`scoria up --device gpu` on a free port, its log kept in the output folder."""
 
-    def __init__(self, scoria, manifest, batching, log_path, device, ready_timeout=240):
+    def __init__(self, scoria, manifest, batching, log_path, device, ready_timeout=240, extra=()):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [scoria, "up", "--manifest", os.path.join(ROOT, manifest), "--device", device, "--batching", batching,
              "--backend", "onnxruntime",
-             "--listen", f"127.0.0.1:{self.port}", "--max-concurrency", "512", "--max-queue", "4096"],
+             "--listen", f"127.0.0.1:{self.port}", "--max-concurrency", "512", "--max-queue", "4096",
+             *extra],
             stdout=self.log, stderr=subprocess.STDOUT,
             # Per-run timings of the batcher (merge, backend) go to the log for diagnosis.
             env={**os.environ, "RUST_LOG": "info,scoria::nn::batch=debug"})
@@ -68,12 +70,19 @@ class Host:
             time.sleep(0.25)
 
     def stop(self):
+        """SIGTERM, as Kubernetes stops a pod; returns how the host exited: its exit code and
+        the CUDA failures and aborts its log shows (a clean stop has none)."""
         self.proc.terminate()
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
         self.log.close()
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        return {"code": self.proc.returncode, "cuda_failures": text.count("CUDA failure"),
+                "aborted": "terminate called" in text}
 
 
 def batch_log(log_path, offset):
@@ -188,7 +197,130 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=No
                 }
                 save()
     finally:
-        host.stop()
+        results["scoria"][f"{name}/exit"] = host.stop()
+        save()
+
+
+SWAP_TOKEN = "gpu-benchmark-admin-token-0001"
+
+
+def swap_under_load(a, results, save, seconds=60, swaps=2):
+    """Hot swaps of ResNet-152 fp16 on the GPU while it serves oha at c=64: a new version loads
+    beside the serving one (its CUDA graphs captured while the old one runs, under the host's
+    capture lock) and replaces it. Reports every status code oha got, how long each `PUT`
+    took, the load's throughput against the same load without a swap in the same host (the
+    10 s before the load that spans the `PUT`s), and the latencies of requests sent one at a time beside
+    the load, before and during the swaps: the pauses the captures cause."""
+    name = "fp16/batching-on/swap-under-load"
+    log_path = host_log(a.out, name)
+    weights = os.path.join(ROOT, "models/resnet152-fp16/resnet152-fp16.onnx")
+    token = os.path.join(a.out, "admin-token.txt")
+    with open(token, "w") as f:
+        f.write(SWAP_TOKEN + "\n")
+    graph = ['cuda_conv_algo_search = "heuristic"', "cuda_graph = true"]
+    with card_table("resnet152-fp16", "onnxruntime", graph):
+        host = Host(a.scoria, "spin-resnet152-fp16.toml", "on", log_path, a.device, a.ready_timeout,
+                    ["--admin-token-file", token])
+    c = 8 if a.device == "cpu" else 64
+    url = f"{host.base}/classify"
+    with open(a.tensor, "rb") as f:
+        body = f.read()
+
+    def classify():
+        req = urllib.request.Request(url, data=body, headers={"content-type": "application/x-tensor"})
+        t = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                answer, status = json.loads(r.read())["predictions"], r.status
+        except urllib.error.HTTPError as e:
+            answer, status = None, e.code
+        except OSError as e:
+            answer, status = None, str(e)
+        return time.perf_counter() - t, status, answer
+
+    def oha_json(duration):
+        r = subprocess.run([a.oha, "-m", "POST", "-D", a.tensor, "-T", "application/x-tensor", "--no-tui",
+                            "--output-format", "json", "-z", f"{duration}s", "-w", "-c", str(c), url],
+                           capture_output=True, text=True)
+        return json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+
+    try:
+        _, _, first = classify()
+
+        def same(answer):
+            """The first answer's top class, and its top five's scores within 0.01: batches of
+            other sizes round fp16 differently, so scores move in the third decimal."""
+            if not answer or answer[0]["index"] != first[0]["index"]:
+                return False
+            scores = {p["index"]: p["score"] for p in answer}
+            return all(abs(scores.get(p["index"], -1.0) - p["score"]) <= 0.01 for p in first)
+
+        oha_json(2)  # warm-up
+        before = oha_json(max(seconds // 6, 3))
+        probes, puts, loaded = [], [], {}
+        stop = threading.Event()
+
+        def probe():
+            while not stop.is_set():
+                latency, status, answer = classify()
+                probes.append((time.perf_counter(), latency, status, same(answer)))
+
+        def load():
+            loaded["oha"] = oha_json(seconds)
+
+        threads = [threading.Thread(target=probe, daemon=True), threading.Thread(target=load, daemon=True)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        calm_until = time.perf_counter()
+        with open(weights, "rb") as f:
+            new = f.read()
+        for _ in range(swaps):
+            req = urllib.request.Request(f"{host.base}/admin/models/resnet152-fp16", data=new, method="PUT",
+                                         headers={"content-type": "application/octet-stream",
+                                                  "authorization": f"Bearer {SWAP_TOKEN}"})
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    status = r.status
+            except urllib.error.HTTPError as e:
+                status = f"{e.code} {e.read()[:300]!r}"
+            puts.append((t, time.perf_counter(), status))
+        threads[1].join(seconds + 120)
+        stop.set()
+        threads[0].join(130)
+        d = loaded.get("oha", {})
+        during = [p for p in probes if any(s <= p[0] and p[0] - p[1] <= e for s, e, _ in puts)]
+        calm = [p for p in probes if p[0] < calm_until]
+
+        def ms(xs, q):
+            return round(float(np.percentile([x[1] for x in xs], q)) * 1e3, 2) if xs else None
+
+        r = {
+            "concurrency": c,
+            "put_s": [round(e - s, 1) for s, e, _ in puts],
+            "put_status": [s for _, _, s in puts],
+            "load_codes": d.get("statusCodeDistribution"),
+            "load_errors": d.get("errorDistribution") or d.get("error"),
+            "load_img_per_s": round(d["summary"]["requestsPerSec"], 1) if "summary" in d else None,
+            "no_swap_img_per_s": round(before["summary"]["requestsPerSec"], 1) if "summary" in before else None,
+            "load_p99_ms": round(d["latencyPercentiles"]["p99"] * 1e3, 1) if "latencyPercentiles" in d else None,
+            "load_max_ms": round(d["summary"]["slowest"] * 1e3, 1) if "summary" in d else None,
+            "probe_codes": sorted({str(p[2]) for p in probes}),
+            # Answers unlike the first one's (by `same`), of all, before and during the swaps.
+            "probe_other_answers": {"before": sum(1 for p in calm if p[2] == 200 and not p[3]),
+                                    "during": sum(1 for p in during if p[2] == 200 and not p[3]),
+                                    "all": sum(1 for p in probes if p[2] == 200 and not p[3])},
+            "probe_before": {"n": len(calm), "p50_ms": ms(calm, 50), "max_ms": ms(calm, 100)},
+            "probe_during": {"n": len(during), "p50_ms": ms(during, 50), "p99_ms": ms(during, 99),
+                             "max_ms": ms(during, 100)},
+            "probe_after": same(classify()[2]),
+        }
+        results["scoria"][f"{name}/c{c}"] = r
+        save()
+    finally:
+        results["scoria"][f"{name}/exit"] = host.stop()
+        save()
 
 
 def main():
@@ -210,6 +342,9 @@ def main():
                     help="seconds a host may take to load and warm before its configuration is given up")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                     help="cpu: a small dry run of this script on a machine without a GPU")
+    ap.add_argument("--swap", action="store_true",
+                    help="also swap the fp16 model twice through the admin API while it serves c=64")
+    ap.add_argument("--swap-seconds", type=int, default=60, help="how long the load beside the swaps runs")
     a = ap.parse_args()
     dry = a.device == "cpu"
     concurrency = [1, 8] if dry else CONCURRENCY
@@ -287,6 +422,14 @@ def main():
             print(f"scoria {name} failed: {e}\n{tail}", flush=True)
             results["scoria"][f"{name}/error"] = str(e)
             save()
+    if a.swap:
+        try:
+            swap_under_load(a, results, save, seconds=min(a.swap_seconds, 20) if dry else a.swap_seconds)
+            print("scoria swap under load done", flush=True)
+        except (SystemExit, OSError, KeyError, ValueError) as e:
+            print(f"scoria swap under load failed: {e}", flush=True)
+            results["scoria"]["fp16/batching-on/swap-under-load/error"] = str(e)
+            save()
     report(results)
 
 
@@ -301,8 +444,13 @@ def report(results):
           f"{'run img/s':>10}   vs native")
     for key, r in results["scoria"].items():
         variant = key.split("/")[0]
-        if key.endswith("/error") or key.endswith("/ready_s"):
+        if key.endswith("/error") or key.endswith("/ready_s") or key.endswith("/exit"):
             print(f"{key:<44}{r}")
+            continue
+        if "swap-under-load" in key:
+            print(f"{key:<44}")
+            for k, v in r.items():
+                print(f"{'':<6}{k}: {v}")
             continue
         native = results["native"].get(f"{variant}/exhaustive")
         vs = ""

@@ -31,6 +31,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How one model is batched, resolved from its card's `[batching]` and the device.
@@ -114,10 +115,12 @@ struct Queue {
 type Running = std::sync::atomic::AtomicUsize;
 
 /// The batching front of one loaded model. Dropping it stops its workers once they have
-/// answered everything queued.
+/// answered everything queued, and waits for their threads to end.
 pub struct Batcher {
-    submit: Sender<Pending>,
+    /// `None` only while dropping: the workers stop when it closes.
+    submit: Option<Sender<Pending>>,
     policy: BatchPolicy,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl Batcher {
@@ -142,12 +145,13 @@ impl Batcher {
         let warming = Arc::new(Mutex::new(()));
         let (warmed, warm_results) = std::sync::mpsc::channel::<Result<(), NnError>>();
         let workers = policy.workers.max(1);
+        let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
             let (queue, graph, name, running) =
                 (queue.clone(), graph.clone(), model.to_string(), running.clone());
             let (warming, warmed) = (warming.clone(), warmed.clone());
             let probe = probe.to_vec();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("scoria-batch-{model}-{i}"))
                 .spawn(move || {
                     let result = {
@@ -166,15 +170,22 @@ impl Batcher {
                         format!("cannot start a batch worker: {e}"),
                     )
                 })?;
+            handles.push(handle);
         }
         drop(warmed);
+        // Built before the warm-up's verdict, so that a failed one also joins the workers.
+        let batcher = Self {
+            submit: Some(submit),
+            policy,
+            workers: handles,
+        };
         for result in warm_results.iter().take(workers) {
             result?;
         }
         if policy.pad {
             tracing::info!(model, sizes = ?policy.sizes(), workers, ms = t.elapsed().as_millis() as u64, "batch sizes warmed");
         }
-        Ok(Self { submit, policy })
+        Ok(batcher)
     }
 
     /// The policy this batcher runs with.
@@ -193,11 +204,30 @@ impl Batcher {
             reply,
         };
         self.submit
-            .send(pending)
-            .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch workers are gone"))?;
+            .as_ref()
+            .and_then(|s| s.send(pending).ok())
+            .ok_or_else(|| NnError::new(ErrorKind::RuntimeError, "the batch workers are gone"))?;
         answer
             .await
             .map_err(|_| NnError::new(ErrorKind::RuntimeError, "the batch worker stopped"))?
+    }
+}
+
+impl Drop for Batcher {
+    /// Close the queue, then wait for each worker thread to end. A GPU backend keeps state
+    /// per thread (ONNX Runtime's CUDA streams and captured graphs), destroyed as the thread
+    /// exits. A thread still exiting when the process does destroys it after the CUDA driver
+    /// has shut down: on an H100, every SIGTERM logged CUDA failures, and after a hot swap
+    /// ONNX Runtime aborted the process. Joining here puts that teardown before `main` returns.
+    fn drop(&mut self) {
+        drop(self.submit.take());
+        let me = std::thread::current().id();
+        for handle in self.workers.drain(..) {
+            // A worker never owns its batcher; this only guards against a deadlock.
+            if handle.thread().id() != me && handle.join().is_err() {
+                tracing::warn!("a batch worker panicked");
+            }
+        }
     }
 }
 
@@ -803,6 +833,56 @@ mod tests {
             t[0].data.as_ptr() as usize
         });
         assert_eq!(again, memory, "the kept buffer was not reused");
+    }
+
+    /// State a worker's thread keeps until it exits, whose teardown takes a while (ONNX
+    /// Runtime's per-thread CUDA streams and graphs); counts the teardowns finished.
+    struct ThreadState(Arc<AtomicUsize>);
+
+    impl Drop for ThreadState {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(50));
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    thread_local! {
+        static THREAD_STATE: std::cell::RefCell<Option<ThreadState>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Creates [`ThreadState`] on each thread that runs it.
+    struct PerThread(Arc<AtomicUsize>);
+
+    impl Graph for PerThread {
+        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+            THREAD_STATE.with(|s| {
+                s.borrow_mut().get_or_insert_with(|| ThreadState(self.0.clone()));
+            });
+            Ok(inputs.to_vec())
+        }
+    }
+
+    #[test]
+    fn dropping_a_batcher_waits_for_its_threads_to_end() {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let graph: Arc<dyn Graph> = Arc::new(PerThread(ended.clone()));
+        let weak = Arc::downgrade(&graph);
+        let policy = BatchPolicy {
+            max_batch: 2,
+            max_queue_delay: Duration::from_millis(1),
+            workers: 3,
+            pad: true,
+        };
+        // Padding warms every size on every worker, so each thread has its state.
+        let b = Batcher::start("per-thread", graph, policy, &[rows(&[0.0, 0.0])]).unwrap();
+        assert_eq!(ended.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            3,
+            "every worker's thread state is gone"
+        );
+        assert!(weak.upgrade().is_none(), "the graph is gone");
     }
 
     #[test]
