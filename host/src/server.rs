@@ -236,7 +236,12 @@ impl AppState {
             .await
             .map_err(|e| SwapError::InvalidModel(format!("loading panicked: {e}")))?
             .map_err(|e| SwapError::InvalidModel(format!("{e:#}")))?;
-        Ok(ctx.models.swap(new)?)
+        let swapped = ctx.models.swap(new)?;
+        if let Some(displaced) = swapped.displaced {
+            // Its last handle, unless a compute still holds it: its teardown blocks.
+            let _ = tokio::task::spawn_blocking(move || drop(displaced)).await;
+        }
+        Ok((swapped.new, swapped.old))
     }
 
     /// Swap model `name` back to its previous version (which becomes the rollback target).

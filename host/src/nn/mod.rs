@@ -276,6 +276,18 @@ pub enum ModelSwapError {
     NoPrevious(String),
 }
 
+/// What [`ModelRegistry::swap`] did.
+pub struct Swapped {
+    /// The version new computes now get.
+    pub new: Arc<LoadedModel>,
+    /// The version it replaced, now the rollback target.
+    pub old: Arc<LoadedModel>,
+    /// The rollback target until now, handed back rather than dropped under the slot's lock:
+    /// dropping a model's last handle stops and joins its batch workers, which on a GPU tear
+    /// down CUDA state (tens of milliseconds), so the caller drops it where blocking is fine.
+    pub displaced: Option<Arc<LoadedModel>>,
+}
+
 /// The version of a model that new computes get, and the one before it (the rollback target).
 struct Versions {
     current: Arc<LoadedModel>,
@@ -338,15 +350,15 @@ impl ModelRegistry {
     }
 
     /// Make `model` the version of its name that new computes get; the old one becomes the
-    /// rollback target. Returns (new, old).
-    pub fn swap(&self, model: LoadedModel) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), ModelSwapError> {
+    /// rollback target.
+    pub fn swap(&self, model: LoadedModel) -> Result<Swapped, ModelSwapError> {
         let name = model.entry.card.name.clone();
         let slot = self.slots.get(&name).ok_or(ModelSwapError::Unknown(name))?;
         let mut v = slot.write().unwrap_or_else(|p| p.into_inner());
         let new = Arc::new(model);
         let old = std::mem::replace(&mut v.current, new.clone());
-        v.previous = Some(old.clone());
-        Ok((new, old))
+        let displaced = v.previous.replace(old.clone());
+        Ok(Swapped { new, old, displaced })
     }
 
     /// Back to the previous version of `name`, which becomes the rollback target. Returns
@@ -399,6 +411,46 @@ mod tests {
             dtype,
             data: vec![0; bytes],
         }
+    }
+
+    /// Answers its inputs.
+    struct Echo;
+
+    impl Graph for Echo {
+        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+            Ok(inputs.to_vec())
+        }
+    }
+
+    #[test]
+    fn a_swap_hands_back_the_version_it_displaces() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nullnet");
+        let entry = crate::models::ModelEntry::load(&dir).unwrap();
+        let version = |digest: &str| LoadedModel {
+            entry: entry.clone(),
+            backend: "echo",
+            device: crate::models::Device::Cpu,
+            graph: Arc::new(Echo),
+            digest: digest.into(),
+            loaded_at: std::time::SystemTime::now(),
+            batcher: None,
+        };
+        let name = entry.card.name.clone();
+        let mut registry = ModelRegistry::default();
+        registry.insert(version("a"));
+        let first = registry.swap(version("b")).unwrap();
+        assert_eq!((first.new.digest.as_str(), first.old.digest.as_str()), ("b", "a"));
+        assert!(first.displaced.is_none(), "nothing was the rollback target yet");
+        drop(first);
+        let second = registry.swap(version("c")).unwrap();
+        let displaced = second.displaced.expect("a is no longer kept");
+        assert_eq!(displaced.digest, "a");
+        // Handed back as the last handle, so the caller's drop is the one that tears it down.
+        assert_eq!(Arc::strong_count(&displaced), 1);
+        let versions = registry.versions();
+        let (now, before) = versions.iter().find(|(v, _)| v.entry.card.name == name).unwrap();
+        assert_eq!(now.digest, "c");
+        assert_eq!(before.as_ref().map(|b| b.digest.as_str()), Some("b"));
     }
 
     #[test]
