@@ -28,6 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, card_table, free_port, oha, reused, server_timing_medians  # noqa: E402
 
 CONCURRENCY = [1, 8, 64, 256]
+# The card's `[onnxruntime]` lines for CUDA graphs, the default: a worker thread per session
+# (4), batched or not.
+GRAPH = ['cuda_conv_algo_search = "heuristic"', "cuda_graph = true"]
 
 
 def metrics(base):
@@ -209,16 +212,15 @@ def swap_under_load(a, results, save, seconds=60, swaps=2):
     beside the serving one (its CUDA graphs captured while the old one runs, under the host's
     capture lock) and replaces it. Reports every status code oha got, how long each `PUT`
     took, the load's throughput against the same load without a swap in the same host (the
-    10 s before the load that spans the `PUT`s), and the latencies of requests sent one at a time beside
-    the load, before and during the swaps: the pauses the captures cause."""
+    10 s before the load that spans the `PUT`s), and the latencies of requests sent one at a
+    time beside the load, before and during the swaps: the pauses the captures cause."""
     name = "fp16/batching-on/swap-under-load"
     log_path = host_log(a.out, name)
     weights = os.path.join(ROOT, "models/resnet152-fp16/resnet152-fp16.onnx")
     token = os.path.join(a.out, "admin-token.txt")
     with open(token, "w") as f:
         f.write(SWAP_TOKEN + "\n")
-    graph = ['cuda_conv_algo_search = "heuristic"', "cuda_graph = true"]
-    with card_table("resnet152-fp16", "onnxruntime", graph):
+    with card_table("resnet152-fp16", "onnxruntime", GRAPH):
         host = Host(a.scoria, "spin-resnet152-fp16.toml", "on", log_path, a.device, a.ready_timeout,
                     ["--admin-token-file", token])
     c = 8 if a.device == "cpu" else 64
@@ -239,10 +241,8 @@ def swap_under_load(a, results, save, seconds=60, swaps=2):
         return time.perf_counter() - t, status, answer
 
     def oha_json(duration):
-        r = subprocess.run([a.oha, "-m", "POST", "-D", a.tensor, "-T", "application/x-tensor", "--no-tui",
-                            "--output-format", "json", "-z", f"{duration}s", "-w", "-c", str(c), url],
-                           capture_output=True, text=True)
-        return json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+        return oha(a.oha, url, a.tensor, "application/x-tensor", ["-z", f"{duration}s", "-w", "-c", str(c)],
+                   strict=False)
 
     try:
         _, _, first = classify()
@@ -379,31 +379,29 @@ def main():
     ends = [concurrency[0], concurrency[-1]]
     # Plain sessions (CUDA graphs are on by default on a GPU).
     heuristic = ['cuda_conv_algo_search = "heuristic"', "cuda_graph = false"]
-    # CUDA graphs, the default: a worker thread per session (4), batched or not.
-    graph = ['cuda_conv_algo_search = "heuristic"', "cuda_graph = true"]
     exhaustive_graph = ['cuda_conv_algo_search = "exhaustive"', "cuda_graph = true"]
     # (variant, batching, label, the card's [onnxruntime] lines): plan. The quick plan is
     # every level for fp16 tensors batched, with and without CUDA graphs, and the ends
     # elsewhere; JPEG at the top level shows the front end's ceiling.
     configs = [
         ("fp16", "on", "heuristic", heuristic, [("tensor", concurrency), ("jpeg", ends[1:])]),
-        ("fp16", "on", "cuda-graph", graph, [("tensor", concurrency), ("jpeg", ends[1:])]),
+        ("fp16", "on", "cuda-graph", GRAPH, [("tensor", concurrency), ("jpeg", ends[1:])]),
         ("fp16", "off", "heuristic", heuristic, [("tensor", ends)]),
-        ("fp16", "off", "cuda-graph", graph, [("tensor", [1, 8] if dry else [1, 8, 256])]),
+        ("fp16", "off", "cuda-graph", GRAPH, [("tensor", [1, 8] if dry else [1, 8, 256])]),
         ("fp16", "on", "exhaustive", ['cuda_conv_algo_search = "exhaustive"', "cuda_graph = false"],
          [("tensor", ends)]),
         ("fp32", "on", "heuristic", heuristic, [("tensor", ends[1:])]),
-        ("fp32", "on", "cuda-graph", graph, [("tensor", ends)]),
+        ("fp32", "on", "cuda-graph", GRAPH, [("tensor", ends)]),
         ("fp32", "off", "heuristic", heuristic, [("tensor", ends[:1])]),
         # cuDNN's exhaustive search picks the kernels that the graphs then replay.
         ("fp16", "off", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends[:1])]),
         ("fp16", "on", "cuda-graph-exhaustive", exhaustive_graph, [("tensor", ends)]),
         # Other numbers of batch workers (and sessions) than the default four.
-        ("fp16", "on", "cuda-graph-2-workers", graph + ["sessions = 2"], [("tensor", concurrency[2:])]),
-        ("fp16", "on", "cuda-graph-3-workers", graph + ["sessions = 3"], [("tensor", concurrency[2:])]),
-        ("fp16", "on", "cuda-graph-6-workers", graph + ["sessions = 6"], [("tensor", concurrency[2:])]),
+        ("fp16", "on", "cuda-graph-2-workers", GRAPH + ["sessions = 2"], [("tensor", concurrency[2:])]),
+        ("fp16", "on", "cuda-graph-3-workers", GRAPH + ["sessions = 3"], [("tensor", concurrency[2:])]),
+        ("fp16", "on", "cuda-graph-6-workers", GRAPH + ["sessions = 6"], [("tensor", concurrency[2:])]),
         # Instances serving 16 requests each: less host CPU per request for the front end.
-        ("fp16", "on", "cuda-graph-reuse", graph, [("tensor", concurrency[2:]), ("jpeg", ends[1:])], 16),
+        ("fp16", "on", "cuda-graph-reuse", GRAPH, [("tensor", concurrency[2:]), ("jpeg", ends[1:])], 16),
     ]
     if a.configs:
         configs = [c for c in configs if f"{c[0]}/batching-{c[1]}/{c[2]}" in a.configs.split(",")]
