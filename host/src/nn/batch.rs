@@ -835,37 +835,10 @@ mod tests {
         assert_eq!(again, memory, "the kept buffer was not reused");
     }
 
-    /// State a worker's thread keeps until it exits, whose teardown takes a while (ONNX
-    /// Runtime's per-thread CUDA streams and graphs); counts the teardowns finished.
-    struct ThreadState(Arc<AtomicUsize>);
-
-    impl Drop for ThreadState {
-        fn drop(&mut self) {
-            std::thread::sleep(Duration::from_millis(50));
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    thread_local! {
-        static THREAD_STATE: std::cell::RefCell<Option<ThreadState>> = const { std::cell::RefCell::new(None) };
-    }
-
-    /// Creates [`ThreadState`] on each thread that runs it.
-    struct PerThread(Arc<AtomicUsize>);
-
-    impl Graph for PerThread {
-        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
-            THREAD_STATE.with(|s| {
-                s.borrow_mut().get_or_insert_with(|| ThreadState(self.0.clone()));
-            });
-            Ok(inputs.to_vec())
-        }
-    }
-
     #[test]
     fn dropping_a_batcher_waits_for_its_threads_to_end() {
         let ended = Arc::new(AtomicUsize::new(0));
-        let graph: Arc<dyn Graph> = Arc::new(PerThread(ended.clone()));
+        let graph: Arc<dyn Graph> = Arc::new(crate::nn::thread_state::PerThread(ended.clone()));
         let weak = Arc::downgrade(&graph);
         let policy = BatchPolicy {
             max_batch: 2,

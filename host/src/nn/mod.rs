@@ -12,6 +12,8 @@
 pub mod batch;
 pub mod onnxruntime;
 pub mod pool;
+#[cfg(test)]
+mod thread_state;
 pub mod tract;
 pub mod wit;
 
