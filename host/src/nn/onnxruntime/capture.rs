@@ -143,17 +143,20 @@ impl Captured {
 
     /// Whether `inputs` have the shapes this was recorded for.
     pub fn fits(&self, inputs: &[Tensor]) -> bool {
-        self.shapes.len() == inputs.len() && self.shapes.iter().zip(inputs).all(|(s, t)| *s == t.dims)
+        self.fits_with(inputs.len(), |i, shape| {
+            inputs.get(i).is_some_and(|t| t.dims == shape)
+        })
     }
 
     /// Whether a batch's inputs have the shapes this was recorded for.
     pub fn fits_batch(&self, batch: &BatchInputs) -> bool {
-        self.shapes.len() == batch.inputs()
-            && self
-                .shapes
-                .iter()
-                .enumerate()
-                .all(|(i, s)| batch.dims(i).as_ref() == Some(s))
+        self.fits_with(batch.inputs(), |i, shape| batch.dims(i).as_deref() == Some(shape))
+    }
+
+    /// Whether there are `n` inputs and `same(i, shape)` holds for each input `i` and the shape
+    /// recorded for it.
+    fn fits_with(&self, n: usize, same: impl Fn(usize, &[u32]) -> bool) -> bool {
+        self.shapes.len() == n && self.shapes.iter().enumerate().all(|(i, s)| same(i, s))
     }
 
     /// Copy `inputs` into the bound buffers, replay, and copy the outputs back to the host.
