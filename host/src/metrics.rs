@@ -88,15 +88,37 @@ impl Family {
     }
 }
 
+/// A family of counters sharing a name, one per label set.
+#[derive(Default)]
+struct Counters {
+    series: Mutex<BTreeMap<Vec<(&'static str, String)>, u64>>,
+}
+
+impl Counters {
+    fn add(&self, labels: Vec<(&'static str, String)>, n: u64) {
+        if let Ok(mut s) = self.series.lock() {
+            *s.entry(labels).or_insert(0) += n;
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, help, "counter");
+        let Ok(series) = self.series.lock() else { return };
+        for (labels, n) in series.iter() {
+            let _ = writeln!(out, "{name}{} {n}", fmt_labels(labels, None));
+        }
+    }
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Counters,
     request_seconds: Family,
     inference_seconds: Family,
     batch_size: Family,
     /// Zero rows that batches were padded with, by model: with `scoria_batch_size_sum`, the
     /// share of the accelerator's work that computed nothing.
-    padding_rows: Mutex<BTreeMap<String, u64>>,
+    padding_rows: Counters,
     queue_delay_seconds: Family,
 }
 
@@ -110,11 +132,11 @@ pub struct FunctionGauges {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            requests: Mutex::new(BTreeMap::new()),
+            requests: Counters::default(),
             request_seconds: Family::new(LATENCY),
             inference_seconds: Family::new(LATENCY),
             batch_size: Family::new(BATCH),
-            padding_rows: Mutex::new(BTreeMap::new()),
+            padding_rows: Counters::default(),
             queue_delay_seconds: Family::new(LATENCY),
         }
     }
@@ -123,9 +145,10 @@ impl Default for Metrics {
 impl Metrics {
     /// One finished request to a function route.
     pub fn request(&self, function: &str, status: u16, elapsed: Duration) {
-        if let Ok(mut r) = self.requests.lock() {
-            *r.entry((function.to_string(), status)).or_insert(0) += 1;
-        }
+        self.requests.add(
+            vec![("function", function.to_string()), ("status", status.to_string())],
+            1,
+        );
         self.request_seconds
             .observe(vec![("function", function.to_string())], elapsed.as_secs_f64());
     }
@@ -141,9 +164,8 @@ impl Metrics {
                 run.ran.as_secs_f64(),
             );
             self.batch_size.observe(m(), f64::from(run.items));
-            if let Ok(mut p) = self.padding_rows.lock() {
-                *p.entry(model.to_string()).or_insert(0) += u64::from(run.rows.saturating_sub(run.items));
-            }
+            self.padding_rows
+                .add(m(), u64::from(run.rows.saturating_sub(run.items)));
         }
     }
 
@@ -157,18 +179,11 @@ impl Metrics {
             "gauge",
         );
         let _ = writeln!(out, "scoria_ready {}", u8::from(ready));
-        header(
+        self.requests.render(
             &mut out,
             "scoria_requests_total",
             "Requests to function routes, by function and status.",
-            "counter",
         );
-        if let Ok(r) = self.requests.lock() {
-            for ((f, s), n) in r.iter() {
-                let labels = vec![("function", f.clone()), ("status", s.to_string())];
-                let _ = writeln!(out, "scoria_requests_total{} {n}", fmt_labels(&labels, None));
-            }
-        }
         self.request_seconds.render(
             &mut out,
             "scoria_request_duration_seconds",
@@ -184,21 +199,11 @@ impl Metrics {
             "scoria_batch_size",
             "Items per backend run, by model; above 1 when computes were merged or a guest sent a batch.",
         );
-        header(
+        self.padding_rows.render(
             &mut out,
             "scoria_batch_padding_rows_total",
             "Zero rows that padded batches to a warmed size, by model (padding computes nothing).",
-            "counter",
         );
-        if let Ok(p) = self.padding_rows.lock() {
-            for (model, n) in p.iter() {
-                let _ = writeln!(
-                    out,
-                    "scoria_batch_padding_rows_total{{model=\"{}\"}} {n}",
-                    escape(model)
-                );
-            }
-        }
         self.queue_delay_seconds.render(
             &mut out,
             "scoria_batch_queue_delay_seconds",
