@@ -12,7 +12,9 @@
 //!
 //! Dropping the pool waits for its threads to end, as dropping a batcher does: a GPU session
 //! without CUDA graphs still runs here, and ONNX Runtime's CUDA state on a thread must be torn
-//! down before the process exits (see `batch::Batcher`'s `Drop`).
+//! down before the process exits (see `batch::Batcher`'s `Drop`). The computes still queued
+//! then are dropped unrun: every request holds the pool, so nobody waits for them any more
+//! (requests cut off at the end of the drain), and running them would only delay the exit.
 
 use super::{ErrorKind, NnError};
 use std::collections::VecDeque;
@@ -34,7 +36,7 @@ struct State {
     jobs: VecDeque<Job>,
     /// Parked threads, the most recently idle last. A thread is here only while parked.
     idle: Vec<Thread>,
-    /// Set when the pool is dropped: threads finish the queued jobs and exit.
+    /// Set when the pool is dropped: threads finish the job they run and exit.
     closed: bool,
 }
 
@@ -94,13 +96,15 @@ impl InferencePool {
 }
 
 impl Drop for InferencePool {
-    /// Let the threads finish the queued jobs, then wait for each to end.
+    /// Drop the queued jobs, then wait for the running ones and each thread to end.
     fn drop(&mut self) {
-        let idle = {
+        let (idle, queued) = {
             let mut state = lock(&self.shared);
             state.closed = true;
-            std::mem::take(&mut state.idle)
+            (std::mem::take(&mut state.idle), std::mem::take(&mut state.jobs))
         };
+        // Outside the lock: a job owns its inputs and a handle on its model.
+        drop(queued);
         for thread in idle {
             thread.unpark();
         }
@@ -217,6 +221,43 @@ mod tests {
             ended.load(std::sync::atomic::Ordering::SeqCst),
             3,
             "every thread's state is gone"
+        );
+    }
+
+    #[test]
+    fn dropping_the_pool_drops_queued_jobs_unrun() {
+        let pool = InferencePool::new(1);
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let second_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let ran = second_ran.clone();
+            let mut state = lock(&pool.shared);
+            state.jobs.push_back(Box::new(move || {
+                let _ = started.send(());
+                let _ = wait_release.recv();
+            }));
+            state.jobs.push_back(Box::new(move || {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst)
+            }));
+            if let Some(t) = state.idle.pop() {
+                t.unpark();
+            }
+        }
+        wait_started.recv().unwrap();
+        // Let the running job end only once the drop has closed the pool and taken the queue.
+        let shared = pool.shared.clone();
+        let releaser = std::thread::spawn(move || {
+            while !lock(&shared).closed {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = release.send(());
+        });
+        drop(pool);
+        releaser.join().unwrap();
+        assert!(
+            !second_ran.load(std::sync::atomic::Ordering::SeqCst),
+            "a queued job ran after the pool was dropped"
         );
     }
 
