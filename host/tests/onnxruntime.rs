@@ -343,3 +343,49 @@ fn onnx_runtime_telemetry_is_off_unless_asked_for() {
         "with ORT_DISABLE_TELEMETRY=0 ONNX Runtime should keep a device id; it wrote {opted_in:?}"
     );
 }
+
+/// A compute still queued when its request's deadline ends it (504) is dropped unrun, so a
+/// burst of 504s leaves no backlog for the requests after it. Before, every abandoned
+/// ResNet-152 run still ran, and the next request waited behind them past its own deadline.
+#[test]
+fn computes_of_requests_past_their_deadline_are_dropped_unrun() {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
+    cmd.current_dir(root())
+        .env("RUST_LOG", "info,scoria::nn=debug")
+        .args([
+            "up",
+            "--manifest",
+            "spin-resnet152.toml",
+            "--backend",
+            "onnxruntime",
+        ])
+        .args(["--batching", "off", "--request-timeout", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"));
+    let s = Server::spawn(cmd, port);
+    // ResNet-152's input, 1x3x224x224 float32: zeros cost what a photo's tensor costs.
+    let tensor = vec![0u8; 3 * 224 * 224 * 4];
+    let post = || s.post("/classify", "application/x-tensor", tensor.clone());
+    assert_eq!(post().0, 200);
+    // About 0.2 s a run on two threads: 40 at once is 4 s of work against a 1 s deadline.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let burst: Vec<_> = (0..40).map(|_| scope.spawn(|| post().0)).collect();
+        burst.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let cut_off = statuses.iter().filter(|&&c| c == 504).count();
+    assert!(
+        cut_off > 0,
+        "the burst did not outlast the deadline: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|&c| c == 200 || c == 504), "{statuses:?}");
+    let (status, v) = post();
+    assert_eq!(
+        status, 200,
+        "the request after the burst waited behind abandoned runs: {v}"
+    );
+    let dropped = s.log().matches("compute dropped unrun").count();
+    assert!(
+        dropped > 0 && dropped <= cut_off,
+        "{dropped} computes dropped unrun for {cut_off} requests cut off"
+    );
+}

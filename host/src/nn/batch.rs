@@ -258,13 +258,20 @@ fn worker(model: &str, queue: &Mutex<Queue>, running: &Running, graph: &dyn Grap
     use std::sync::atomic::Ordering::SeqCst;
     let mut buffers = Buffers::default();
     loop {
-        let batch = {
+        let mut batch = {
             let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
             match collect(&mut q, policy, || running.load(SeqCst) > 0) {
                 Some(b) => b,
                 None => return,
             }
         };
+        // Computes whose requests are gone (a 504, a client that left, the end of the drain)
+        // would only take rows, and time, from the others.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            tracing::debug!(model, "batch dropped unrun: its requests are gone");
+            continue;
+        }
         running.fetch_add(1, SeqCst);
         run(model, graph, batch, policy, &mut buffers);
         running.fetch_sub(1, SeqCst);
@@ -705,6 +712,54 @@ mod tests {
         assert!(sizes.iter().any(|&s| s > 1), "nothing merged: {sizes:?}");
         assert_eq!(leaders, sizes.len(), "one leader per run");
         assert_eq!(DType::F32.size(), 4);
+    }
+
+    /// Echoes its input; its first run waits for the gate. Records each run's first value.
+    struct Gate {
+        gate: Mutex<std::sync::mpsc::Receiver<()>>,
+        seen: Mutex<Vec<f32>>,
+    }
+
+    impl Graph for Gate {
+        fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NnError> {
+            if self.seen.lock().unwrap().is_empty() {
+                let _ = self.gate.lock().unwrap().recv();
+            }
+            self.seen.lock().unwrap().push(inputs[0].to_vec::<f32>()[0]);
+            Ok(inputs.to_vec())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compute_whose_caller_left_is_not_run() {
+        let (open, gate) = std::sync::mpsc::channel();
+        let g = Arc::new(Gate {
+            gate: Mutex::new(gate),
+            seen: Mutex::new(vec![]),
+        });
+        let policy = BatchPolicy {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+            workers: 1,
+            pad: false,
+        };
+        let b = Arc::new(Batcher::start("gate", g.clone(), policy, &[rows(&[0.0, 0.0])]).unwrap());
+        // One poll queues a compute.
+        let mut first = Box::pin(b.compute(vec![rows(&[1.0, 1.0])]));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        // Queued behind the first (which waits at the gate), then abandoned, as a request cut
+        // off by its deadline.
+        let mut left = Box::pin(b.compute(vec![rows(&[2.0, 2.0])]));
+        assert!(futures::poll!(left.as_mut()).is_pending());
+        drop(left);
+        open.send(()).unwrap();
+        first.await.unwrap();
+        b.compute(vec![rows(&[3.0, 3.0])]).await.unwrap();
+        assert_eq!(
+            *g.seen.lock().unwrap(),
+            vec![1.0, 3.0],
+            "the abandoned compute ran"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

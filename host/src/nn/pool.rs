@@ -64,7 +64,8 @@ impl InferencePool {
     }
 
     /// Run `f` on an inference thread; returns how long it waited for one, and its result
-    /// (`Err` if it panicked, so a backend bug fails one request, not the thread).
+    /// (`Err` if it panicked, so a backend bug fails one request, not the thread). If the
+    /// returned future is dropped before a thread takes the job, `f` never runs.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -72,6 +73,12 @@ impl InferencePool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let submitted = Instant::now();
         let job: Job = Box::new(move || {
+            // Its request is gone (a 504, a client that left, the end of the drain): a run
+            // now would only delay the computes queued behind it.
+            if tx.is_closed() {
+                tracing::debug!("compute dropped unrun: its request is gone");
+                return;
+            }
             let queued = submitted.elapsed();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             let _ = tx.send((queued, result));
@@ -221,6 +228,36 @@ mod tests {
             ended.load(std::sync::atomic::Ordering::SeqCst),
             3,
             "every thread's state is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_compute_whose_caller_left_is_not_run() {
+        let pool = InferencePool::new(1);
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let (started, wait_started) = tokio::sync::oneshot::channel();
+        let blocker = pool.run(move || {
+            let _ = started.send(());
+            let _ = wait_release.recv();
+        });
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let left = pool.run(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        let after = async {
+            wait_started.await.unwrap();
+            // Queue the second job (one poll), then leave: as a request cut off by its deadline.
+            let mut left = Box::pin(left);
+            assert!(futures::poll!(left.as_mut()).is_pending());
+            drop(left);
+            release.send(()).unwrap();
+        };
+        let (blocked, ()) = tokio::join!(blocker, after);
+        blocked.unwrap();
+        // FIFO with one thread: once this runs, the abandoned job has had its turn.
+        pool.run(|| ()).await.unwrap();
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "the abandoned compute ran"
         );
     }
 
