@@ -114,8 +114,9 @@ struct Queue {
 /// Batches of one model being run right now, to tell whether waiting for more is worth it.
 type Running = std::sync::atomic::AtomicUsize;
 
-/// The batching front of one loaded model. Dropping it stops its workers once they have
-/// answered everything queued, and waits for their threads to end.
+/// The batching front of one loaded model. Dropping it stops its workers once the queue is
+/// empty, and waits for their threads to end. Nobody waits for what is still queued then (every
+/// compute holds its model), so those computes are dropped unrun, as abandoned ones always are.
 pub struct Batcher {
     /// `None` only while dropping: the workers stop when it closes.
     submit: Option<Sender<Pending>>,
