@@ -222,13 +222,7 @@ impl Drop for Batcher {
     /// ONNX Runtime aborted the process. Joining here puts that teardown before `main` returns.
     fn drop(&mut self) {
         drop(self.submit.take());
-        let me = std::thread::current().id();
-        for handle in self.workers.drain(..) {
-            // A worker never owns its batcher; this only guards against a deadlock.
-            if handle.thread().id() != me && handle.join().is_err() {
-                tracing::warn!("a batch worker panicked");
-            }
-        }
+        super::join_threads(&mut self.workers, "a batch worker");
     }
 }
 

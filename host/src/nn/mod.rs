@@ -23,6 +23,19 @@ use std::sync::Arc;
 
 pub use pool::InferencePool;
 
+/// Wait for each of `threads` to end (the calling thread excepted, which only guards against
+/// a deadlock), logging a panic as `what`. Threads that run inference join on drop: a GPU
+/// backend keeps CUDA state per thread and destroys it as the thread exits, which must happen
+/// before the process exits (see `batch::Batcher`'s `Drop`).
+fn join_threads(threads: &mut Vec<std::thread::JoinHandle<()>>, what: &str) {
+    let me = std::thread::current().id();
+    for handle in threads.drain(..) {
+        if handle.thread().id() != me && handle.join().is_err() {
+            tracing::warn!("{what} panicked");
+        }
+    }
+}
+
 /// wasi-nn's error codes, which guests branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

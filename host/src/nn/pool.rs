@@ -13,8 +13,8 @@
 //! Dropping the pool waits for its threads to end, as dropping a batcher does: a GPU session
 //! without CUDA graphs still runs here, and ONNX Runtime's CUDA state on a thread must be torn
 //! down before the process exits (see `batch::Batcher`'s `Drop`). The computes still queued
-//! then are dropped unrun: every request holds the pool, so nobody waits for them any more
-//! (requests cut off at the end of the drain), and running them would only delay the exit.
+//! then belong to requests that are gone (every request holds the pool), so the threads skip
+//! them, as they skip every compute whose caller left, rather than delay the exit.
 
 use super::{ErrorKind, NnError};
 use std::collections::VecDeque;
@@ -36,7 +36,7 @@ struct State {
     jobs: VecDeque<Job>,
     /// Parked threads, the most recently idle last. A thread is here only while parked.
     idle: Vec<Thread>,
-    /// Set when the pool is dropped: threads finish the job they run and exit.
+    /// Set when the pool is dropped: threads finish the queued jobs and exit.
     closed: bool,
 }
 
@@ -103,25 +103,17 @@ impl InferencePool {
 }
 
 impl Drop for InferencePool {
-    /// Drop the queued jobs, then wait for the running ones and each thread to end.
+    /// Close the pool, then wait for each thread to end.
     fn drop(&mut self) {
-        let (idle, queued) = {
+        let idle = {
             let mut state = lock(&self.shared);
             state.closed = true;
-            (std::mem::take(&mut state.idle), std::mem::take(&mut state.jobs))
+            std::mem::take(&mut state.idle)
         };
-        // Outside the lock: a job owns its inputs and a handle on its model.
-        drop(queued);
         for thread in idle {
             thread.unpark();
         }
-        let me = std::thread::current().id();
-        for handle in self.workers.drain(..) {
-            // A job never owns the pool; this only guards against a deadlock.
-            if handle.thread().id() != me && handle.join().is_err() {
-                tracing::warn!("an inference thread panicked");
-            }
-        }
+        super::join_threads(&mut self.workers, "an inference thread");
     }
 }
 
@@ -261,28 +253,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn dropping_the_pool_drops_queued_jobs_unrun() {
+    #[tokio::test]
+    async fn dropping_the_pool_drops_queued_jobs_unrun() {
         let pool = InferencePool::new(1);
-        let (started, wait_started) = std::sync::mpsc::channel();
+        let (started, wait_started) = tokio::sync::oneshot::channel();
         let (release, wait_release) = std::sync::mpsc::channel::<()>();
         let second_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        {
-            let ran = second_ran.clone();
-            let mut state = lock(&pool.shared);
-            state.jobs.push_back(Box::new(move || {
-                let _ = started.send(());
-                let _ = wait_release.recv();
-            }));
-            state.jobs.push_back(Box::new(move || {
-                ran.store(true, std::sync::atomic::Ordering::SeqCst)
-            }));
-            if let Some(t) = state.idle.pop() {
-                t.unpark();
-            }
-        }
-        wait_started.recv().unwrap();
-        // Let the running job end only once the drop has closed the pool and taken the queue.
+        let ran = second_ran.clone();
+        // Both queued with one poll each, as requests do; the first runs until released.
+        let mut running = Box::pin(pool.run(move || {
+            let _ = started.send(());
+            let _ = wait_release.recv();
+        }));
+        assert!(futures::poll!(running.as_mut()).is_pending());
+        let mut queued = Box::pin(pool.run(move || ran.store(true, std::sync::atomic::Ordering::SeqCst)));
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+        wait_started.await.unwrap();
+        // The end of the drain: the requests are gone, then the pool.
+        drop((running, queued));
+        // Let the running job end only once the drop has closed the pool.
         let shared = pool.shared.clone();
         let releaser = std::thread::spawn(move || {
             while !lock(&shared).closed {
