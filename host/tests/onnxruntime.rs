@@ -13,10 +13,15 @@ use std::process::Command;
 
 /// `scoria up` serving spin.toml with `backend`, and the port it will listen on.
 fn up(backend: &str) -> (Command, u16) {
+    up_manifest("spin.toml", backend)
+}
+
+/// `scoria up` serving `manifest` with `backend`, and the port it will listen on.
+fn up_manifest(manifest: &str, backend: &str) -> (Command, u16) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
     cmd.current_dir(root())
-        .args(["up", "--manifest", "spin.toml", "--backend", backend, "--listen"])
+        .args(["up", "--manifest", manifest, "--backend", backend, "--listen"])
         .arg(format!("127.0.0.1:{port}"));
     (cmd, port)
 }
@@ -349,19 +354,9 @@ fn onnx_runtime_telemetry_is_off_unless_asked_for() {
 /// ResNet-152 run still ran, and the next request waited behind them past its own deadline.
 #[test]
 fn computes_of_requests_past_their_deadline_are_dropped_unrun() {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
-    cmd.current_dir(root())
-        .env("RUST_LOG", "info,scoria::nn=debug")
-        .args([
-            "up",
-            "--manifest",
-            "spin-resnet152.toml",
-            "--backend",
-            "onnxruntime",
-        ])
-        .args(["--batching", "off", "--request-timeout", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"));
+    let (mut cmd, port) = up_manifest("spin-resnet152.toml", "onnxruntime");
+    cmd.env("RUST_LOG", "info,scoria::nn=debug")
+        .args(["--batching", "off", "--request-timeout", "1"]);
     let s = Server::spawn(cmd, port);
     // ResNet-152's input, 1x3x224x224 float32: zeros cost what a photo's tensor costs.
     let tensor = vec![0u8; 3 * 224 * 224 * 4];
