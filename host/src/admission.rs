@@ -51,8 +51,10 @@ impl Admission {
         if reserved.is_err() {
             return Err(Rejected::QueueFull);
         }
+        // The place is given back on drop, so a request dropped while it waits (its client
+        // hung up, its deadline fired) does not keep it for good.
+        let _place = QueuePlace(&self.queued);
         let result = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
         match result {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Rejected::QueueTimeout),
@@ -67,6 +69,15 @@ impl Admission {
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// A reserved place in a function's queue, given back when dropped.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -104,5 +115,36 @@ mod tests {
             Rejected::QueueTimeout
         );
         assert_eq!(a.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_queued_gives_its_place_back() {
+        let a = Admission::new(1, 1);
+        let held = a.admit(Duration::from_secs(5)).await.unwrap();
+        {
+            // Poll the queued admit once, so that it reserves its place, then drop it.
+            let mut queued = std::pin::pin!(a.admit(Duration::from_secs(5)));
+            assert!(futures_poll_once(queued.as_mut()).await.is_none());
+            assert_eq!(a.queued(), 1);
+        }
+        assert_eq!(a.queued(), 0);
+        drop(held);
+        let _held = a.admit(Duration::from_secs(5)).await.unwrap();
+        // The queue has its one place again.
+        let mut next = std::pin::pin!(a.admit(Duration::from_secs(5)));
+        assert!(futures_poll_once(next.as_mut()).await.is_none());
+        assert_eq!(a.queued(), 1);
+    }
+
+    /// Polls `f` once: `Some` with its output if it finished, `None` if it is pending.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }
