@@ -18,7 +18,7 @@
 use scoria_guest::card::{Card, MODELS_ROOT};
 use scoria_guest::error::ApiError;
 use scoria_guest::nn::{compute, F32Tensor, I64Tensor, Input};
-use scoria_guest::{instance, mount};
+use scoria_guest::{instance, mount, request};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
@@ -134,13 +134,9 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
             "use POST with {\"question\": \"...\"} or a text/plain body",
         ));
     }
-    let max_bytes = env_parse("SCORIA_MAX_QUESTION_BYTES", 8192usize)?;
-    let query_k = parse_k(req.uri().query())?;
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let max_bytes = request::env_or("SCORIA_MAX_QUESTION_BYTES", 8192usize)?;
+    let query_k = request::query_k(req.uri().query(), MAX_K)?;
+    let content_type = request::media_type(req.headers().get("content-type").and_then(|v| v.to_str().ok()));
     let body =
         req.into_body().bytes().await.map_err(|e| {
             ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}"))
@@ -155,15 +151,10 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
     }
     let min_score = match q.min_score {
         Some(s) => s,
-        None => env_parse("SCORIA_MIN_SCORE", 0.5f32)?,
+        None => request::env_or("SCORIA_MIN_SCORE", 0.5f32)?,
     };
 
-    let index_name = std::env::var("SCORIA_FAQ_INDEX").map_err(|_| {
-        ApiError::internal(
-            "misconfigured",
-            "SCORIA_FAQ_INDEX is not set in this component's environment",
-        )
-    })?;
+    let index_name = request::env_required("SCORIA_FAQ_INDEX")?;
     let cards = timing.time("cards", || {
         instance::keep(&CARDS, || {
             let index: Card<IndexPre> = Card::load(&index_name)?;
@@ -325,22 +316,6 @@ fn parse(body: &[u8], content_type: Option<&str>, query_k: Option<usize>) -> Res
     Ok(q)
 }
 
-fn parse_k(query: Option<&str>) -> Result<Option<usize>, ApiError> {
-    let Some(q) = query else { return Ok(None) };
-    for pair in q.split('&') {
-        if let Some(v) = pair.strip_prefix("k=") {
-            return match v.parse::<usize>() {
-                Ok(k) if (1..=MAX_K).contains(&k) => Ok(Some(k)),
-                _ => Err(ApiError::bad_request(
-                    "invalid_k",
-                    format!("k must be an integer from 1 to {MAX_K}, not `{v}`"),
-                )),
-            };
-        }
-    }
-    Ok(None)
-}
-
 fn bad_k(k: usize) -> ApiError {
     ApiError::bad_request("invalid_k", format!("k must be from 1 to {MAX_K}, not {k}"))
 }
@@ -384,13 +359,4 @@ fn read_entries(index: &str, file: &str, wanted: &[usize]) -> Result<Vec<Entry>,
                 .map_err(|e| ApiError::internal("index_invalid", format!("{path} line {}: {e}", i + 1)))
         })
         .collect()
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ApiError> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| ApiError::internal("misconfigured", format!("{name}=`{v}` is not valid"))),
-        Err(_) => Ok(default),
-    }
 }

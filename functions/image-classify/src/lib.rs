@@ -16,7 +16,7 @@ use scoria_guest::card::{Card, Labels};
 use scoria_guest::error::ApiError;
 use scoria_guest::instance;
 use scoria_guest::nn::{compute, F32Tensor, Input};
-use scoria_guest::response;
+use scoria_guest::{request, response};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{IncomingMessage, Method, Request};
 use spin_sdk::wasip3::wit_future;
@@ -28,6 +28,7 @@ use vision::Preprocess;
 type Response = spin_sdk::http::Response<String>;
 
 const DEFAULT_K: usize = 5;
+const MAX_K: usize = 1000;
 
 thread_local! {
     /// The model card and labels, read by an instance's first request (see
@@ -85,13 +86,9 @@ async fn classify(req: Request) -> Result<String, ApiError> {
             "use POST with an image body",
         ));
     }
-    let k = parse_k(req.uri().query())?;
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let max_images = env_usize("SCORIA_MAX_IMAGES", 32);
+    let k = request::query_k(req.uri().query(), MAX_K)?.unwrap_or(DEFAULT_K);
+    let content_type = request::media_type(req.headers().get("content-type").and_then(|v| v.to_str().ok()));
+    let max_images = request::env_or("SCORIA_MAX_IMAGES", 32usize)?;
     let body = read_body(req).await?;
 
     let images = match content_type.as_deref() {
@@ -112,12 +109,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
         }
     };
 
-    let model = std::env::var("SCORIA_MODEL").map_err(|_| {
-        ApiError::internal(
-            "misconfigured",
-            "SCORIA_MODEL is not set in this component's environment",
-        )
-    })?;
+    let model = request::env_required("SCORIA_MODEL")?;
     let card = instance::keep(&CARD, || Card::load(&model))?;
     let crop = card.preprocess.crop;
     // One image in, one object out; several (or a tensor of several), an array.
@@ -186,7 +178,7 @@ fn decode_all(images: &Images, pre: &Preprocess) -> Result<(usize, Vec<f32>), Ap
     let affine = pre
         .affine()
         .map_err(|e| ApiError::internal("model_card_invalid", e))?;
-    let max_pixels = env_usize("SCORIA_MAX_PIXELS", 40_000_000) as u64;
+    let max_pixels = request::env_or("SCORIA_MAX_PIXELS", 40_000_000u64)?;
     let blobs: Vec<&[u8]> = match images {
         Images::One(b) => vec![b.as_slice()],
         Images::Many(v) => v.iter().map(Vec::as_slice).collect(),
@@ -311,32 +303,9 @@ fn parse_json(body: &[u8], max_images: usize) -> Result<Images, ApiError> {
     }
 }
 
-fn parse_k(query: Option<&str>) -> Result<usize, ApiError> {
-    let Some(q) = query else { return Ok(DEFAULT_K) };
-    for pair in q.split('&') {
-        if let Some(v) = pair.strip_prefix("k=") {
-            return match v.parse::<usize>() {
-                Ok(k) if (1..=1000).contains(&k) => Ok(k),
-                _ => Err(ApiError::bad_request(
-                    "invalid_k",
-                    format!("k must be an integer from 1 to 1000, not `{v}`"),
-                )),
-            };
-        }
-    }
-    Ok(DEFAULT_K)
-}
-
 fn first_name<'a>(tensors: &'a [scoria_guest::card::TensorName], what: &str) -> Result<&'a str, ApiError> {
     tensors
         .first()
         .map(|t| t.name.as_str())
         .ok_or_else(|| ApiError::internal("model_card_invalid", format!("the model card lists no {what}")))
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -4,6 +4,7 @@
 //! - [`error`]: the JSON error body that every Scoria endpoint returns;
 //! - [`card`]: the parts of a model's `model.toml` that a function reads at run time;
 //! - [`mount`]: reading a file from the component's mounts in few host calls;
+//! - [`request`]: the media type, the `k` parameter and settings, read the same way by all;
 //! - [`response`]: the JSON answer, with its length;
 //! - [`instance`]: what an instance keeps for its later requests, where it has any.
 
@@ -12,4 +13,5 @@ pub mod error;
 pub mod instance;
 pub mod mount;
 pub mod nn;
+pub mod request;
 pub mod response;
