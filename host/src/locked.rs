@@ -8,7 +8,9 @@
 //! grants and FAQ indexes (`tool.scoria`) are read from the manifest the app came from
 //! (`metadata.origin`).
 
-use crate::manifest::{Component, FileMount, Manifest, ManifestError, Route, Trigger, TriggerKind};
+use crate::manifest::{
+    Component, FileMount, Manifest, ManifestError, Route, Trigger, TriggerKind, shadowed_route_error,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -171,6 +173,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             ));
         }
         let route = Route::parse(&text("route")?).map_err(|m| invalid(file, &key("route"), m))?;
+        if let Some(endpoint) = route.shadowed_endpoint() {
+            let (message, fix) = shadowed_route_error(&route, endpoint);
+            return Err(ManifestError::Invalid {
+                file: file.to_path_buf(),
+                key: key("route"),
+                message,
+                fix,
+            });
+        }
         triggers.push(Trigger {
             kind,
             route,

@@ -94,6 +94,18 @@ impl Route {
         }
     }
 
+    /// The host's own endpoint this route would take over, if any. The host answers those
+    /// paths before routing, so such a route would never be reached.
+    pub(crate) fn shadowed_endpoint(&self) -> Option<&'static str> {
+        let path = match self {
+            Route::Exact(p) | Route::Prefix(p) => p.as_str(),
+        };
+        HOST_ENDPOINTS
+            .iter()
+            .copied()
+            .find(|e| path == *e || path.strip_prefix(e).is_some_and(|rest| rest.starts_with('/')))
+    }
+
     /// Exact routes win over prefixes, and longer prefixes over shorter ones.
     pub(crate) fn specificity(&self) -> (u8, usize) {
         match self {
@@ -102,6 +114,24 @@ impl Route {
         }
     }
 }
+
+/// Paths the host serves itself, ahead of every manifest route (probes, metrics, admin API).
+pub const HOST_ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/admin"];
+
+/// The error message and fix for a route that would be hidden behind a host endpoint.
+pub(crate) fn shadowed_route_error(route: &Route, endpoint: &str) -> (String, String) {
+    (
+        format!(
+            "route `{}` is served by the host itself (`{endpoint}`), so this component would never be reached",
+            route.as_pattern()
+        ),
+        format!("choose a route outside {}", HOST_ENDPOINTS.join(", ")),
+    )
+}
+
+/// Environment variables by which the bundled functions name the model whose card they read
+/// from `/models/<name>/`. Each must name a granted model with that folder mounted.
+pub const MODEL_VARIABLES: [&str; 2] = ["SCORIA_MODEL", "SCORIA_FAQ_INDEX"];
 
 /// One route to one component.
 #[derive(Debug, Clone)]
@@ -281,6 +311,8 @@ impl Manifest {
                     },
                 );
             }
+            check_model_names(&id, &c.environment, &files, &models, &indexes)
+                .map_err(|(key, message, fix)| invalid(key, message, &fix))?;
             components.insert(
                 id.clone(),
                 Component {
@@ -313,6 +345,10 @@ impl Manifest {
                         format!("no `[component.{}]` is defined", t.component),
                         "add the component table or correct the id",
                     ));
+                }
+                if let Some(endpoint) = route.shadowed_endpoint() {
+                    let (message, fix) = shadowed_route_error(&route, endpoint);
+                    return Err(invalid(format!("{key}.route"), message, &fix));
                 }
                 if !seen.insert(route.clone()) {
                     return Err(invalid(
@@ -356,6 +392,73 @@ impl Manifest {
         all.dedup();
         all
     }
+}
+
+/// A component names its model in up to three places: the variable that tells the function
+/// which model to use, the `files` mount it reads the card from, and the `models` grant.
+/// They must agree, or the first request fails; this says which key to change instead.
+fn check_model_names(
+    id: &str,
+    environment: &BTreeMap<String, String>,
+    files: &[FileMount],
+    models: &[String],
+    indexes: &BTreeMap<String, IndexDecl>,
+) -> Result<(), (String, String, String)> {
+    let mut read_cards: Vec<(String, &str)> = Vec::new();
+    for var in MODEL_VARIABLES {
+        if let Some(model) = environment.get(var) {
+            let key = format!("component.{id}.environment.{var}");
+            if !models.contains(model) {
+                return Err((
+                    key,
+                    format!("`{model}` is not in this component's `models`"),
+                    format!("add \"{model}\" to `[component.{id}.tool.scoria] models`, or correct the name"),
+                ));
+            }
+            read_cards.push((key, model));
+        }
+    }
+    // An index's card names its embedding model, whose tokenizer and card the function reads.
+    for (name, ix) in indexes {
+        if environment.values().any(|v| v == name) {
+            read_cards.push((
+                format!("component.{id}.tool.scoria.indexes.{name}.embedding_model"),
+                &ix.embedding_model,
+            ));
+        }
+    }
+    for (key, model) in read_cards {
+        let destination = format!("/models/{model}");
+        match files.iter().find(|f| f.destination == destination) {
+            None => {
+                return Err((
+                    format!("component.{id}.files"),
+                    format!(
+                        "no mount has destination `{destination}`, where the function reads `{model}`'s card (named by `{key}`)"
+                    ),
+                    format!(
+                        "add `{{ source = \"models/{model}\", destination = \"{destination}\" }}` to `files`"
+                    ),
+                ));
+            }
+            Some(f)
+                if f.source
+                    .file_name()
+                    .is_some_and(|n| n != std::ffi::OsStr::new(model)) =>
+            {
+                return Err((
+                    format!("component.{id}.files"),
+                    format!(
+                        "`{destination}` mounts `{}`, another model's folder",
+                        f.source.display()
+                    ),
+                    format!("mount `models/{model}` there"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn valid_id(id: &str) -> bool {
@@ -645,5 +748,103 @@ embedding_model = "minilm"
     fn a_manifest_without_routes_is_refused() {
         let e = err("spin_manifest_version = 2\n[application]\nname = \"x\"\n");
         assert!(e.contains("no routes"), "{e}");
+    }
+
+    #[test]
+    fn routes_the_host_serves_itself_are_refused() {
+        for route in [
+            "/healthz",
+            "/readyz/",
+            "/metrics",
+            "/admin",
+            "/admin/...",
+            "/admin/x",
+        ] {
+            let e = err(&GOOD.replace("route = \"/classify\"", &format!("route = \"{route}\"")));
+            assert!(
+                e.contains("trigger.scoria[0].route") && e.contains("served by the host itself"),
+                "{route}: {e}"
+            );
+        }
+        // Paths that only begin with the same letters, and a catch-all, are the user's.
+        for route in ["/healthzone", "/administration", "/..."] {
+            parse(&GOOD.replace("route = \"/classify\"", &format!("route = \"{route}\""))).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_model_a_function_is_told_to_use_must_be_granted_and_mounted() {
+        let e = err(&GOOD.replace(
+            "SCORIA_MODEL = \"efficientnet-lite0\"",
+            "SCORIA_MODEL = \"efficientnet-lite2\"",
+        ));
+        assert!(
+            e.contains("component.image-classify.environment.SCORIA_MODEL")
+                && e.contains(
+                    "add \"efficientnet-lite2\" to `[component.image-classify.tool.scoria] models`"
+                ),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "destination = \"/models/efficientnet-lite0\"",
+            "destination = \"/models/elsewhere\"",
+        ));
+        assert!(
+            e.contains("component.image-classify.files")
+                && e.contains("no mount has destination `/models/efficientnet-lite0`")
+                && e.contains("destination = \"/models/efficientnet-lite0\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "source = \"models/efficientnet-lite0\"",
+            "source = \"models/resnet152\"",
+        ));
+        assert!(e.contains("another model's folder"), "{e}");
+    }
+
+    #[test]
+    fn a_served_index_needs_its_embedding_model_mounted() {
+        let faq = r#"
+[[trigger.scoria]]
+route = "/faq"
+component = "faq"
+[component.faq]
+source = "faq.wasm"
+files = [{ source = "models/faq-js", destination = "/models/faq-js" }]
+environment = { SCORIA_FAQ_INDEX = "faq-js" }
+[component.faq.tool.scoria]
+models = ["minilm", "faq-js"]
+[component.faq.tool.scoria.indexes.faq-js]
+list = "faq/list.jsonl"
+embedding_model = "minilm"
+"#;
+        let e = err(&format!("{GOOD}{faq}"));
+        assert!(
+            e.contains("no mount has destination `/models/minilm`")
+                && e.contains("indexes.faq-js.embedding_model"),
+            "{e}"
+        );
+        let mounted = faq.replace(
+            "destination = \"/models/faq-js\" }",
+            "destination = \"/models/faq-js\" }, { source = \"models/minilm\", destination = \"/models/minilm\" }",
+        );
+        parse(&format!("{GOOD}{mounted}")).unwrap();
+    }
+
+    #[test]
+    fn every_committed_manifest_passes_the_checks() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let files = [
+            "spin.toml",
+            "spin-resnet152.toml",
+            "spin-resnet152-fp16.toml",
+            "spin-nullnet.toml",
+            "tests/fixtures/faults.toml",
+            "deploy/k8s/base/spin.toml",
+            "deploy/k8s/overlays/gpu/spin.toml",
+        ];
+        for f in files {
+            Manifest::load(&root.join(f)).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }

@@ -232,10 +232,11 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     );
 }
 
-/// A function whose manifest entry does not mount its model's folder cannot read the card:
-/// a 500 that says which file and what to add, and the host goes on serving.
+/// A function whose manifest entry does not mount its model's folder could not read the
+/// card: the host refuses the manifest at start-up, naming the key and the fix, rather than
+/// answering the first request with a 500.
 #[test]
-fn a_missing_model_mount_names_the_file_and_the_fix() {
+fn a_missing_model_mount_is_refused_at_start_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
     let text = std::fs::read_to_string(&manifest).unwrap();
@@ -245,15 +246,48 @@ fn a_missing_model_mount_names_the_file_and_the_fix() {
     );
     assert_ne!(text, moved);
     std::fs::write(&manifest, moved).unwrap();
+    let err = refused_start(manifest.to_str().unwrap(), &[]);
+    assert!(
+        err.contains("`component.image-classify.files`")
+            && err.contains("destination = \"/models/efficientnet-lite0\""),
+        "{err}"
+    );
+}
+
+/// A setting the function cannot read is the deployment's mistake: a 500 that names it, the
+/// same in every bundled function, never a silent fall-back to the default.
+#[test]
+fn a_bad_setting_is_a_500_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let bad = text.replace(
+        "SCORIA_MODEL = \"efficientnet-lite0\"",
+        "SCORIA_MODEL = \"efficientnet-lite0\", SCORIA_MAX_IMAGES = \"lots\"",
+    );
+    assert_ne!(text, bad);
+    std::fs::write(&manifest, bad).unwrap();
     let s = Server::start(manifest.to_str().unwrap(), &[]);
     let (st, v) = s.post("/classify", "image/jpeg", photo("chelsea.jpg"));
-    assert_error(st, &v, 500, "model_card_unreadable");
-    let msg = v.to_string();
-    assert!(
-        msg.contains("/models/efficientnet-lite0/model.toml") && msg.contains("`files`"),
-        "{v}"
-    );
+    assert_error(st, &v, 500, "misconfigured");
+    assert!(v.to_string().contains("SCORIA_MAX_IMAGES=`lots`"), "{v}");
     s.assert_alive();
+}
+
+/// A manifest route that the host's own endpoints would hide is refused at start-up.
+#[test]
+fn a_route_under_the_hosts_own_endpoints_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let moved = text.replace("route = \"/classify\"", "route = \"/metrics\"");
+    assert_ne!(text, moved);
+    std::fs::write(&manifest, moved).unwrap();
+    let err = refused_start(manifest.to_str().unwrap(), &[]);
+    assert!(
+        err.contains("route `/metrics` is served by the host itself"),
+        "{err}"
+    );
 }
 
 /// `Server-Timing` splits the host's time, so that a client can see what serving added to
