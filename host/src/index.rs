@@ -279,35 +279,31 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
             message: e.to_string(),
         })?;
     write(&dir.join("entries.jsonl"), jsonl.as_bytes())?;
-    let card = format!(
-        r#"# Written by `scoria index` from index.toml; do not edit (rebuilt when the list or the model changes).
-name = "{name}"
-version = "{version}"
-description = "Embedding index of {list} ({n} entries) for {model}"
-format = "onnx"
-file = "index.onnx"
-sha256 = "{sha}"
-weights = "generated"
-source = "scoria index: {list} embedded with {model}"
-licence = {licence}
-inputs = [{{ name = "query", shape = [-1, {dim}], dtype = "f32" }}]
-outputs = [{{ name = "scores", shape = [-1, {n}], dtype = "f32" }}]
-
-# Read by the faq-match function (entries, embedding_model) and by `scoria up` (digests).
-[preprocess]
-embedding_model = "{model}"
-entries = "entries.jsonl"
-list_sha256 = "{list_sha}"
-embedding_sha256 = "{emb_sha}"
-"#,
-        version = &src.list_sha256[..12],
-        list = spec.list.display(),
-        model = spec.embedding_model,
-        sha = sha256_file(&onnx)?,
-        licence = toml::Value::String(spec.licence.clone()),
-        list_sha = src.list_sha256,
-        emb_sha = src.embedding_sha256,
-    );
+    let list = spec.list.display().to_string();
+    let model = &spec.embedding_model;
+    let card = card::IndexCard {
+        name: &name,
+        version: &src.list_sha256[..12],
+        description: format!("Embedding index of {list} ({n} entries) for {model}"),
+        format: "onnx",
+        file: "index.onnx",
+        sha256: sha256_file(&onnx)?,
+        weights: "generated",
+        source: format!("scoria index: {list} embedded with {model}"),
+        licence: &spec.licence,
+        inputs: [card::Tensor::f32("query", [-1, dim as i64])],
+        outputs: [card::Tensor::f32("scores", [-1, n as i64])],
+        preprocess: card::IndexPreprocess {
+            embedding_model: model,
+            entries: "entries.jsonl",
+            list_sha256: &src.list_sha256,
+            embedding_sha256: &src.embedding_sha256,
+        },
+    };
+    let card = card.to_toml().map_err(|e| IndexError::Invalid {
+        file: dir.join("model.toml"),
+        message: e.to_string(),
+    })?;
     write(&dir.join("model.toml"), card.as_bytes())?;
     Ok(n)
 }
@@ -460,9 +456,98 @@ pub fn relative_to(target: &Path, from: &Path) -> std::io::Result<PathBuf> {
     Ok(out)
 }
 
+/// The card `scoria index` writes: the same format as every `model.toml`, serialised rather
+/// than formatted, so that any list path or licence text comes out as valid TOML.
+mod card {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub struct IndexCard<'a> {
+        pub name: &'a str,
+        pub version: &'a str,
+        pub description: String,
+        pub format: &'a str,
+        pub file: &'a str,
+        pub sha256: String,
+        pub weights: &'a str,
+        pub source: String,
+        pub licence: &'a str,
+        pub inputs: [Tensor<'a>; 1],
+        pub outputs: [Tensor<'a>; 1],
+        /// Read by the faq-match function (entries, embedding_model) and by `scoria up` (digests).
+        pub preprocess: IndexPreprocess<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Tensor<'a> {
+        name: &'a str,
+        shape: [i64; 2],
+        dtype: &'a str,
+    }
+
+    impl<'a> Tensor<'a> {
+        pub fn f32(name: &'a str, shape: [i64; 2]) -> Self {
+            Self {
+                name,
+                shape,
+                dtype: "f32",
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct IndexPreprocess<'a> {
+        pub embedding_model: &'a str,
+        pub entries: &'a str,
+        pub list_sha256: &'a str,
+        pub embedding_sha256: &'a str,
+    }
+
+    impl IndexCard<'_> {
+        pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+            Ok(format!(
+                "# Written by `scoria index` from index.toml; do not edit (rebuilt when the list or the model changes).\n{}",
+                toml::to_string(self)?
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_card_is_valid_toml_whatever_its_path_and_licence_hold() {
+        let list = r#"C:\faq "v2"\list.jsonl"#;
+        let card = card::IndexCard {
+            name: "faq-x",
+            version: "0123456789ab",
+            description: format!("Embedding index of {list} (3 entries) for minilm"),
+            format: "onnx",
+            file: "index.onnx",
+            sha256: "00".repeat(32),
+            weights: "generated",
+            source: format!("scoria index: {list} embedded with minilm"),
+            licence: "CC-BY-4.0 \"with\" notes",
+            inputs: [card::Tensor::f32("query", [-1, 384])],
+            outputs: [card::Tensor::f32("scores", [-1, 3])],
+            preprocess: card::IndexPreprocess {
+                embedding_model: "minilm",
+                entries: "entries.jsonl",
+                list_sha256: "aa",
+                embedding_sha256: "bb",
+            },
+        };
+        let text = card.to_toml().unwrap();
+        let parsed: crate::models::ModelCard = toml::from_str(&text).unwrap();
+        assert!(parsed.source.contains(list), "{text}");
+        assert_eq!(parsed.licence, "CC-BY-4.0 \"with\" notes");
+        assert_eq!(parsed.inputs[0].shape, vec![-1, 384]);
+        assert_eq!(parsed.outputs[0].name, "scores");
+        let pre = parsed.preprocess.unwrap();
+        assert_eq!(pre["embedding_model"].as_str(), Some("minilm"));
+    }
 
     #[test]
     fn lists_parse_as_jsonl_and_tsv_and_refuse_duplicates() {
