@@ -57,11 +57,14 @@ def scoria_process(scoria_bin, manifest=None, extra=()):
 
 @contextlib.contextmanager
 def card_table(model, section, lines, drop=()):
-    """`models/<model>/model.toml` with `lines` (`key = value`) set in `[section]` until the
-    block ends: into the card's own table if it has one, replacing the same keys there. Keys
-    in `drop` are removed."""
-    card = os.path.join(ROOT, "models", model, "model.toml")
-    with open(card) as f:
+    """A models folder in which `<model>/model.toml` has `lines` (`key = value`) set in
+    `[section]`: into the card's own table if it has one, replacing the same keys there. Keys
+    in `drop` are removed. Yields the folder, for `scoria up --models-dir`.
+
+    The folder is temporary and outside the checkout, and links to everything else in
+    `models/`, so that a benchmark killed half-way leaves no tracked file changed."""
+    models = os.path.join(ROOT, "models")
+    with open(os.path.join(models, model, "model.toml")) as f:
         original = f.read()
     keys = {line.split("=", 1)[0].strip() for line in lines} | set(drop)
     kept = [line for line in original.splitlines() if line.split("=", 1)[0].strip() not in keys]
@@ -71,13 +74,17 @@ def card_table(model, section, lines, drop=()):
         text = "\n".join(kept[:at] + list(lines) + kept[at:]) + "\n"
     else:
         text = "\n".join(kept + ["", header, *lines]) + "\n"
-    try:
-        with open(card, "w") as f:
+    with tempfile.TemporaryDirectory(prefix="scoria-bench-models-") as tmp:
+        for name in os.listdir(models):
+            if name != model:
+                os.symlink(os.path.join(models, name), os.path.join(tmp, name))
+        os.mkdir(os.path.join(tmp, model))
+        for name in os.listdir(os.path.join(models, model)):
+            if name != "model.toml":
+                os.symlink(os.path.join(models, model, name), os.path.join(tmp, model, name))
+        with open(os.path.join(tmp, model, "model.toml"), "w") as f:
             f.write(text)
-        yield
-    finally:
-        with open(card, "w") as f:
-            f.write(original)
+        yield tmp
 
 
 def with_instance_reuse(text, component, n):

@@ -154,11 +154,12 @@ def scoria_runs(a, variant, batching, label, card, plan, results, save, reuse=No
     log_path = host_log(a.out, name)
     model = "resnet152" if variant == "fp32" else "resnet152-fp16"
     with contextlib.ExitStack() as stack:
-        stack.enter_context(card_table(model, "onnxruntime", card))
+        models = stack.enter_context(card_table(model, "onnxruntime", card))
         if reuse:
             manifest = stack.enter_context(reused(manifest, "image-classify", reuse))
         started = time.time()
-        host = Host(a.scoria, manifest, batching, log_path, a.device, a.ready_timeout)
+        host = Host(a.scoria, manifest, batching, log_path, a.device, a.ready_timeout,
+                    ["--models-dir", models])
         results["scoria"][f"{name}/ready_s"] = round(time.time() - started, 1)
     offset = 0
     try:
@@ -220,9 +221,15 @@ def swap_under_load(a, results, save, seconds=60, swaps=2):
     token = os.path.join(a.out, "admin-token.txt")
     with open(token, "w") as f:
         f.write(SWAP_TOKEN + "\n")
-    with card_table("resnet152-fp16", "onnxruntime", GRAPH):
+    # The models folder lives as long as the host: a swap reads the card from it.
+    models_dir = contextlib.ExitStack()
+    models = models_dir.enter_context(card_table("resnet152-fp16", "onnxruntime", GRAPH))
+    try:
         host = Host(a.scoria, "spin-resnet152-fp16.toml", "on", log_path, a.device, a.ready_timeout,
-                    ["--admin-token-file", token])
+                    ["--admin-token-file", token, "--models-dir", models])
+    except BaseException:
+        models_dir.close()
+        raise
     c = 8 if a.device == "cpu" else 64
     url = f"{host.base}/classify"
     with open(a.tensor, "rb") as f:
@@ -320,6 +327,7 @@ def swap_under_load(a, results, save, seconds=60, swaps=2):
         save()
     finally:
         results["scoria"][f"{name}/exit"] = host.stop()
+        models_dir.close()
         save()
 
 

@@ -27,9 +27,9 @@ def measure(a, sessions, threads, solo, cores):
     if solo is not None:
         lines.append(f"solo_intra_threads = {solo}")
     drop = ["solo_intra_threads"] if solo is None else []
-    with card_table(a.model, "onnxruntime", lines, drop), scoria_up(
+    with card_table(a.model, "onnxruntime", lines, drop) as models, scoria_up(
             os.path.join(a.bin_dir, "scoria"), os.path.join(ROOT, MANIFESTS[a.model]),
-            ["--backend", "onnxruntime"]) as base:
+            ["--backend", "onnxruntime", "--models-dir", models]) as base:
         url = f"{base}/classify"
         run = lambda c, n: oha(a.oha, url, a.photo, "image/jpeg", ["-n", str(n), "-c", str(c)])  # noqa: E731
         run(1, max(a.requests // 5, 3))
