@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 5,
         "usage: native_classify <models-dir> <photo> <iterations> <seconds> <c>..."
     );
-    support::configure_backend(&args[1])?;
+    let loader = support::model_loader(&args[1])?;
     let model = std::env::var("SCORIA_MODEL").unwrap_or_else(|_| "efficientnet-lite0".into());
     let entry = Repository::new(&args[1]).get(&model)?;
     let photo = std::fs::read(&args[2])?;
@@ -41,10 +41,7 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no [preprocess]"))?
         .try_into()?;
-    let model = Arc::new(scoria::app::load_model_bytes(
-        entry.clone(),
-        &std::fs::read(entry.weights_path())?,
-    )?);
+    let model = Arc::new(loader.load_model_bytes(entry.clone(), &std::fs::read(entry.weights_path())?)?);
     let pre = Arc::new(pre);
 
     // Warm up, then time each stage of a single-image request.

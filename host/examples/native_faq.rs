@@ -29,14 +29,14 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 6,
         "usage: native_faq <models-dir> <index> <question> <iterations> <seconds> <c>..."
     );
-    support::configure_backend(&args[1])?;
+    let loader = support::model_loader(&args[1])?;
     let repo = Repository::new(&args[1]);
     let question = args[3].clone();
     let iterations: usize = args[4].parse()?;
     let seconds: f64 = args[5].parse()?;
     let concurrency: Vec<usize> = args[6..].iter().map(|c| c.parse()).collect::<Result<_, _>>()?;
 
-    let index = scoria::app::load_model(&repo, &args[2])?;
+    let index = loader.load_model(&repo, &args[2])?;
     let model_name = index
         .entry
         .card
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| anyhow::anyhow!("{} is not an index", args[2]))?
         .to_string();
-    let embedder = scoria::app::load_model(&repo, &model_name)?;
+    let embedder = loader.load_model(&repo, &model_name)?;
     let pre: TextPreprocess = embedder
         .entry
         .card

@@ -9,9 +9,10 @@
 //!
 //! Every call needs `Authorization: Bearer <token>`, compared in constant time.
 
+use crate::deployment::{Deployments, SwapError};
 use crate::nn::LoadedModel;
+use crate::response::{Body, error, json};
 use crate::runtime::Function;
-use crate::server::{AppState, Body, SwapError, error, json};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -61,7 +62,7 @@ impl AdminToken {
 }
 
 /// Serve one admin request.
-pub async fn handle(state: &AppState, token: &AdminToken, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &Deployments, token: &AdminToken, req: Request<Incoming>) -> Response<Body> {
     if !token.accepts(req.headers()) {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
@@ -141,7 +142,7 @@ async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<b
     }
 }
 
-fn list(state: &AppState) -> Response<Body> {
+fn list(state: &Deployments) -> Response<Body> {
     let functions: Vec<serde_json::Value> = state
         .deployed()
         .iter()
@@ -160,7 +161,7 @@ fn list(state: &AppState) -> Response<Body> {
     )
 }
 
-fn list_models(state: &AppState) -> Response<Body> {
+fn list_models(state: &Deployments) -> Response<Body> {
     let models: Vec<serde_json::Value> = state
         .models()
         .iter()

@@ -5,9 +5,10 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use scoria::admin::AdminToken;
 use scoria::auth::ApiKeys;
 use scoria::cache::CompileCache;
+use scoria::loader::{BackendChoice, Batching, ModelLoader};
 use scoria::manifest::Manifest;
 use scoria::metrics::Metrics;
-use scoria::models::Repository;
+use scoria::models::{Device, Repository};
 use scoria::runtime::Limits;
 use scoria::server::{AppState, ServerConfig};
 use std::net::SocketAddr;
@@ -33,26 +34,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    Auto,
-    Tract,
-    Onnxruntime,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Gpu,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BatchingArg {
-    Auto,
-    On,
-    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,16 +134,16 @@ struct UpArgs {
     /// with CUDA on a GPU device, otherwise the faster of the two per model, measured at load.
     /// A model's `backend` in model.toml wins.
     #[arg(long, value_enum, default_value = "tract", env = "SCORIA_BACKEND")]
-    backend: BackendArg,
+    backend: BackendChoice,
     /// `gpu` runs ONNX Runtime models on CUDA (one GPU per process).
     #[arg(long, value_enum, default_value = "cpu", env = "SCORIA_DEVICE")]
-    device: DeviceArg,
+    device: Device,
     /// Dynamic batching of concurrent computes on one model: `auto` follows each model.toml's
     /// `[batching] enabled`, else on for models on a GPU and off on CPU; `on` and `off` apply
     /// to every model (`on` only where the batch dimension is dynamic).
     #[arg(long, value_enum, default_value = "auto", env = "SCORIA_BATCHING")]
-    batching: BatchingArg,
-    /// File of API keys, one per line, optionally limited to some functions (see README).
+    batching: Batching,
+    /// File of API keys, one per line, optionally limited to some functions (see docs/operations.md).
     /// Without it, function routes are open.
     #[arg(long, env = "SCORIA_API_KEYS_FILE")]
     api_keys_file: Option<PathBuf>,
@@ -284,20 +265,17 @@ fn main() -> anyhow::Result<()> {
                 _ => None,
             };
             if let Some(decl) = declared {
-                scoria::app::declare_index(&repo, &name, &decl)?;
+                scoria::loader::declare_index(&repo, &name, &decl)?;
             } else if let Some(list) = list {
                 anyhow::ensure!(list.is_file(), "--list {}: no such file", list.display());
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let spec = scoria::index::IndexSpec {
-                    list: scoria::index::relative_to(&list, &dir)?,
+                let decl = scoria::manifest::IndexDecl {
+                    list,
                     embedding_model,
-                    licence: licence.unwrap_or_else(|| "see the list".into()),
+                    licence,
                 };
-                let file = dir.join(scoria::index::SPEC_FILE);
-                std::fs::write(&file, toml::to_string(&spec)?)
-                    .with_context(|| format!("writing {}", file.display()))?;
+                scoria::loader::declare_index(&repo, &name, &decl)?;
             }
-            let n = scoria::app::build_index(&repo, &name, None)?;
+            let n = ModelLoader::tract_only().build_index(&repo, &name, None)?;
             println!(
                 "{}: {n} entries indexed; grant `{name}` to the function in spin.toml",
                 dir.display()
@@ -363,25 +341,12 @@ fn plugin(locked_url: &str) -> anyhow::Result<()> {
 }
 
 fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
-    use scoria::app::BackendChoice;
-    use scoria::nn::onnxruntime::Device;
-    scoria::app::configure_backends(
-        match args.backend {
-            BackendArg::Auto => BackendChoice::Auto,
-            BackendArg::Tract => BackendChoice::Tract,
-            BackendArg::Onnxruntime => BackendChoice::OnnxRuntime,
-        },
-        match args.device {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Gpu => Device::Gpu,
-        },
-        match args.batching {
-            BatchingArg::Auto => scoria::app::Batching::Auto,
-            BatchingArg::On => scoria::app::Batching::On,
-            BatchingArg::Off => scoria::app::Batching::Off,
-        },
+    let loader = Arc::new(ModelLoader::new(
+        args.backend,
+        args.device,
+        args.batching,
         &manifest_dir(&args.manifest),
-    );
+    ));
     let repo = Repository::new(
         args.models_dir
             .clone()
@@ -430,7 +395,7 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         let mut server = tokio::spawn(scoria::server::serve(listener, state.clone(), shutdown_signal()));
 
         let mut loading = tokio::task::spawn_blocking(move || {
-            scoria::app::prepare(&manifest, &repo, limits, cache, &metrics)
+            scoria::app::prepare(&manifest, &repo, loader, limits, cache, &metrics)
         });
         tokio::select! {
             loaded = &mut loading => {
@@ -438,10 +403,15 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
                 for (route, component) in &state.routes() {
                     tracing::info!(%route, %component, "serving");
                 }
-                state.set_ready(prepared);
+                state.deployments().set_ready(prepared);
                 tracing::info!("ready");
                 if watch {
-                    tokio::spawn(scoria::watch::watch(state.clone(), sources));
+                    let server = state.clone();
+                    tokio::spawn(scoria::watch::watch(
+                        state.deployments().clone(),
+                        sources,
+                        move || server.is_draining(),
+                    ));
                 }
                 (&mut server).await.context("server task panicked")?
             }

@@ -1,14 +1,29 @@
 //! Prometheus metrics, rendered in the text exposition format at `GET /metrics`.
 //!
-//! Kept dependency-free and small: counters and histograms behind one mutex each, keyed by
-//! their label values. The hot path takes a lock for a few map operations per request, which
-//! is noise next to an inference.
+//! The metrics live in a registry of the `prometheus` crate: counters and histograms are
+//! updated on the request path (atomics, and a read lock to find a label set's series), and
+//! the per-function gauges are sampled from the admission gates when `/metrics` is scraped.
 
-use crate::nn::batch::BatchRun;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::time::Duration;
+
+/// What a compute learns about the backend run it was part of (alone, or merged into a
+/// batch), for the metrics. The inference code reports it; this module only records it.
+#[derive(Debug, Clone, Copy)]
+pub struct InferenceRun {
+    /// From queueing to the start of the run.
+    pub queued: Duration,
+    /// The backend run itself.
+    pub ran: Duration,
+    /// Items in the whole run.
+    pub items: u32,
+    /// Rows the run computed: `items`, plus the zero rows it was padded with.
+    pub rows: u32,
+    /// True for exactly one caller per run, so per-run metrics are counted once.
+    pub leader: bool,
+}
 
 /// Latency buckets in seconds, from sub-millisecond host paths to slow CPU models.
 const LATENCY: &[f64] = &[
@@ -17,109 +32,20 @@ const LATENCY: &[f64] = &[
 /// Batch-size buckets.
 const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
-            if v <= *b {
-                *c += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-}
-
-/// A family of histograms sharing a name, one per label set.
-struct Family {
-    bounds: &'static [f64],
-    series: Mutex<BTreeMap<Vec<(&'static str, String)>, Histogram>>,
-}
-
-impl Family {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn observe(&self, labels: Vec<(&'static str, String)>, v: f64) {
-        if let Ok(mut s) = self.series.lock() {
-            s.entry(labels)
-                .or_insert_with(|| Histogram::new(self.bounds))
-                .observe(v);
-        }
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, help, "histogram");
-        let Ok(series) = self.series.lock() else { return };
-        for (labels, h) in series.iter() {
-            for (b, c) in h.bounds.iter().zip(&h.counts) {
-                let le = format!("{b}");
-                let _ = writeln!(out, "{name}_bucket{} {c}", fmt_labels(labels, Some(&le)));
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{} {}",
-                fmt_labels(labels, Some("+Inf")),
-                h.count
-            );
-            let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(labels, None), h.sum);
-            let _ = writeln!(out, "{name}_count{} {}", fmt_labels(labels, None), h.count);
-        }
-    }
-}
-
-/// A family of counters sharing a name, one per label set.
-#[derive(Default)]
-struct Counters {
-    series: Mutex<BTreeMap<Vec<(&'static str, String)>, u64>>,
-}
-
-impl Counters {
-    fn add(&self, labels: Vec<(&'static str, String)>, n: u64) {
-        if let Ok(mut s) = self.series.lock() {
-            *s.entry(labels).or_insert(0) += n;
-        }
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, help, "counter");
-        let Ok(series) = self.series.lock() else { return };
-        for (labels, n) in series.iter() {
-            let _ = writeln!(out, "{name}{} {n}", fmt_labels(labels, None));
-        }
-    }
-}
-
 /// Every metric the host exports.
 pub struct Metrics {
-    requests: Counters,
-    request_seconds: Family,
-    inference_seconds: Family,
-    batch_size: Family,
+    registry: Registry,
+    ready: IntGauge,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    inference_seconds: HistogramVec,
+    batch_size: HistogramVec,
     /// Zero rows that batches were padded with, by model: with `scoria_batch_size_sum`, the
     /// share of the accelerator's work that computed nothing.
-    padding_rows: Counters,
-    queue_delay_seconds: Family,
+    padding_rows: IntCounterVec,
+    queue_delay_seconds: HistogramVec,
+    instances_in_use: IntGaugeVec,
+    queue_depth: IntGaugeVec,
 }
 
 /// Per-function gauges sampled when `/metrics` is rendered.
@@ -131,13 +57,85 @@ pub struct FunctionGauges {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let registry = Registry::new();
+        // Names, help texts and buckets are constants: registering them cannot fail.
+        fn add<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("metric names are unique and valid");
+            m
+        }
+        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            add(
+                &registry,
+                HistogramVec::new(opts, labels).expect("valid histogram"),
+            )
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            add(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            add(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["function"]).expect("valid gauge"),
+            )
+        };
         Self {
-            requests: Counters::default(),
-            request_seconds: Family::new(LATENCY),
-            inference_seconds: Family::new(LATENCY),
-            batch_size: Family::new(BATCH),
-            padding_rows: Counters::default(),
-            queue_delay_seconds: Family::new(LATENCY),
+            ready: add(
+                &registry,
+                IntGauge::new(
+                    "scoria_ready",
+                    "1 when every function is compiled and every model loaded.",
+                )
+                .expect("valid gauge"),
+            ),
+            requests: counter(
+                "scoria_requests_total",
+                "Requests to function routes, by function and status.",
+                &["function", "status"],
+            ),
+            request_seconds: histogram(
+                "scoria_request_duration_seconds",
+                "End-to-end request latency, by function.",
+                LATENCY,
+                &["function"],
+            ),
+            inference_seconds: histogram(
+                "scoria_inference_duration_seconds",
+                "Time in the backend per run (a merged batch counts once), by model and backend.",
+                LATENCY,
+                &["backend", "model"],
+            ),
+            batch_size: histogram(
+                "scoria_batch_size",
+                "Items per backend run, by model; above 1 when computes were merged or a guest sent a batch.",
+                BATCH,
+                &["model"],
+            ),
+            padding_rows: counter(
+                "scoria_batch_padding_rows_total",
+                "Zero rows that padded batches to a warmed size, by model (padding computes nothing).",
+                &["model"],
+            ),
+            queue_delay_seconds: histogram(
+                "scoria_batch_queue_delay_seconds",
+                "Time a compute call waited for its backend run to start (thread or batch), by model.",
+                LATENCY,
+                &["model"],
+            ),
+            instances_in_use: gauge(
+                "scoria_instances_in_use",
+                "Component instances serving requests, by function.",
+            ),
+            queue_depth: gauge(
+                "scoria_queue_depth",
+                "Requests waiting for a free instance slot, by function.",
+            ),
+            registry,
         }
     }
 }
@@ -145,123 +143,51 @@ impl Default for Metrics {
 impl Metrics {
     /// One finished request to a function route.
     pub fn request(&self, function: &str, status: u16, elapsed: Duration) {
-        self.requests.add(
-            vec![("function", function.to_string()), ("status", status.to_string())],
-            1,
-        );
+        self.requests
+            .with_label_values(&[function, &status.to_string()])
+            .inc();
         self.request_seconds
-            .observe(vec![("function", function.to_string())], elapsed.as_secs_f64());
+            .with_label_values(&[function])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// One `compute` on a model: how long it waited for its backend run to start. The run's
     /// own time and size count once per run (by its leader), not once per merged caller.
-    pub fn inference(&self, model: &str, backend: &str, run: &BatchRun) {
-        let m = || vec![("model", model.to_string())];
-        self.queue_delay_seconds.observe(m(), run.queued.as_secs_f64());
+    pub fn inference(&self, model: &str, backend: &str, run: &InferenceRun) {
+        self.queue_delay_seconds
+            .with_label_values(&[model])
+            .observe(run.queued.as_secs_f64());
         if run.leader {
-            self.inference_seconds.observe(
-                vec![("backend", backend.to_string()), ("model", model.to_string())],
-                run.ran.as_secs_f64(),
-            );
-            self.batch_size.observe(m(), f64::from(run.items));
+            self.inference_seconds
+                .with_label_values(&[backend, model])
+                .observe(run.ran.as_secs_f64());
+            self.batch_size
+                .with_label_values(&[model])
+                .observe(f64::from(run.items));
             self.padding_rows
-                .add(m(), u64::from(run.rows.saturating_sub(run.items)));
+                .with_label_values(&[model])
+                .inc_by(u64::from(run.rows.saturating_sub(run.items)));
         }
     }
 
-    /// The text exposition format.
+    /// The text exposition format, with `ready` and the per-function `gauges` as they are now.
     pub fn render(&self, ready: bool, gauges: &[FunctionGauges]) -> String {
-        let mut out = String::new();
-        header(
-            &mut out,
-            "scoria_ready",
-            "1 when every function is compiled and every model loaded.",
-            "gauge",
-        );
-        let _ = writeln!(out, "scoria_ready {}", u8::from(ready));
-        self.requests.render(
-            &mut out,
-            "scoria_requests_total",
-            "Requests to function routes, by function and status.",
-        );
-        self.request_seconds.render(
-            &mut out,
-            "scoria_request_duration_seconds",
-            "End-to-end request latency, by function.",
-        );
-        self.inference_seconds.render(
-            &mut out,
-            "scoria_inference_duration_seconds",
-            "Time in the backend per run (a merged batch counts once), by model and backend.",
-        );
-        self.batch_size.render(
-            &mut out,
-            "scoria_batch_size",
-            "Items per backend run, by model; above 1 when computes were merged or a guest sent a batch.",
-        );
-        self.padding_rows.render(
-            &mut out,
-            "scoria_batch_padding_rows_total",
-            "Zero rows that padded batches to a warmed size, by model (padding computes nothing).",
-        );
-        self.queue_delay_seconds.render(
-            &mut out,
-            "scoria_batch_queue_delay_seconds",
-            "Time a compute call waited for its backend run to start (thread or batch), by model.",
-        );
-        header(
-            &mut out,
-            "scoria_instances_in_use",
-            "Component instances serving requests, by function.",
-            "gauge",
-        );
+        self.ready.set(i64::from(ready));
         for g in gauges {
-            let _ = writeln!(
-                out,
-                "scoria_instances_in_use{{function=\"{}\"}} {}",
-                escape(&g.function),
-                g.in_use
-            );
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.instances_in_use
+                .with_label_values(&[&g.function])
+                .set(gauge(g.in_use));
+            self.queue_depth
+                .with_label_values(&[&g.function])
+                .set(gauge(g.queued));
         }
-        header(
-            &mut out,
-            "scoria_queue_depth",
-            "Requests waiting for a free instance slot, by function.",
-            "gauge",
-        );
-        for g in gauges {
-            let _ = writeln!(
-                out,
-                "scoria_queue_depth{{function=\"{}\"}} {}",
-                escape(&g.function),
-                g.queued
-            );
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "rendering the metrics failed");
         }
-        out
+        String::from_utf8(out).unwrap_or_default()
     }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn fmt_labels(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -308,7 +234,7 @@ mod tests {
     #[test]
     fn padding_rows_count_once_per_run() {
         let m = Metrics::default();
-        let run = |items, rows, leader| BatchRun {
+        let run = |items, rows, leader| InferenceRun {
             queued: Duration::ZERO,
             ran: Duration::from_millis(5),
             items,

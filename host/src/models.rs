@@ -68,7 +68,7 @@ impl DType {
 
 /// Where a model runs: `gpu` is ONNX Runtime's CUDA execution provider. The host's
 /// `--device` sets it for every model; a card's `device` sets it for one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     Cpu,

@@ -7,69 +7,26 @@
 
 use crate::admin::AdminToken;
 use crate::admission::{Admission, Rejected};
-use crate::app::Prepared;
 use crate::auth::{ApiKeys, Decision};
+use crate::deployment::Deployments;
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, Metrics};
-use crate::models::ModelEntry;
-use crate::nn::{LoadedModel, ModelRegistry, ModelSwapError};
-use crate::runtime::{Function, MemoryLimitExceeded, RequestState, Runtime};
+use crate::response::{Body, BoxError, error, json, respond};
+use crate::runtime::{MemoryLimitExceeded, RequestState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every response the server writes.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A function's serving version and the one before it, for rollback.
-struct Deployed {
-    current: Function,
-    previous: Option<Function>,
-}
-
-/// What a hot swap compiles with.
-struct SwapContext {
-    runtime: Arc<Runtime>,
-    models: ModelRegistry,
-}
-
-/// Why a swap was refused; the old version keeps serving in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum SwapError {
-    #[error("the host is still starting")]
-    NotReady,
-    #[error("no such component in the manifest")]
-    UnknownComponent,
-    #[error("no such model is loaded")]
-    UnknownModel,
-    #[error("there is no previous version to roll back to")]
-    NoPrevious,
-    #[error("the component was refused: {0}")]
-    Invalid(String),
-    #[error("the model was refused: {0}")]
-    InvalidModel(String),
-}
-
-impl From<ModelSwapError> for SwapError {
-    fn from(e: ModelSwapError) -> Self {
-        match e {
-            ModelSwapError::Unknown(_) => SwapError::UnknownModel,
-            ModelSwapError::NoPrevious(_) => SwapError::NoPrevious,
-        }
-    }
-}
 
 /// Server settings that do not come from the manifest.
 #[derive(Clone)]
@@ -96,9 +53,8 @@ pub struct ServerConfig {
 pub struct AppState {
     manifest: Manifest,
     config: ServerConfig,
-    functions: RwLock<HashMap<String, Deployed>>,
-    /// Set once start-up is done: what hot swaps compile with.
-    prepared: OnceLock<SwapContext>,
+    /// The versions being served; empty until start-up is done.
+    deployments: Arc<Deployments>,
     admission: HashMap<String, Admission>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -118,10 +74,9 @@ impl AppState {
             })
             .collect();
         Arc::new(Self {
+            deployments: Arc::new(Deployments::new(manifest.clone(), metrics.clone())),
             manifest,
             config,
-            functions: RwLock::new(HashMap::new()),
-            prepared: OnceLock::new(),
             admission,
             metrics,
             draining: AtomicBool::new(false),
@@ -129,27 +84,9 @@ impl AppState {
         })
     }
 
-    /// Mark the application ready with its compiled functions.
-    pub fn set_ready(&self, prepared: Prepared) {
-        if let Ok(mut f) = self.functions.write() {
-            *f = prepared
-                .functions
-                .into_iter()
-                .map(|(id, current)| {
-                    (
-                        id,
-                        Deployed {
-                            current,
-                            previous: None,
-                        },
-                    )
-                })
-                .collect();
-        }
-        let _ = self.prepared.set(SwapContext {
-            runtime: prepared.runtime,
-            models: prepared.models,
-        });
+    /// The versions being served, for the admin API and the file watcher.
+    pub fn deployments(&self) -> &Arc<Deployments> {
+        &self.deployments
     }
 
     /// Whether SIGTERM has started the drain.
@@ -159,116 +96,7 @@ impl AppState {
 
     /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
-        self.prepared.get().is_some() && !self.draining.load(Ordering::Acquire)
-    }
-
-    /// The version of `component` that new requests get. A request keeps the clone it took,
-    /// so a swap never changes the code under a request in flight.
-    pub fn function(&self, component: &str) -> Option<Function> {
-        self.functions
-            .read()
-            .ok()?
-            .get(component)
-            .map(|d| d.current.clone())
-    }
-
-    /// Compile new bytes for `component` off the async executor, then swap them in atomically;
-    /// the old version becomes the rollback target. On any error the old version keeps serving.
-    pub async fn deploy(
-        &self,
-        component: &str,
-        bytes: Bytes,
-    ) -> Result<(Function, Option<Function>), SwapError> {
-        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
-        let spec = self
-            .manifest
-            .components
-            .get(component)
-            .ok_or(SwapError::UnknownComponent)?
-            .clone();
-        let (runtime, models, metrics) = (
-            ctx.runtime.clone(),
-            ctx.models.subset(&spec.models),
-            self.metrics.clone(),
-        );
-        let new = tokio::task::spawn_blocking(move || runtime.compile_bytes(&spec, &bytes, models, metrics))
-            .await
-            .map_err(|e| SwapError::Invalid(format!("compilation panicked: {e}")))?
-            .map_err(|e| SwapError::Invalid(format!("{e:#}")))?;
-        let mut all = self.functions.write().map_err(|_| SwapError::NotReady)?;
-        let d = all.get_mut(component).ok_or(SwapError::UnknownComponent)?;
-        let old = std::mem::replace(&mut d.current, new.clone());
-        d.previous = Some(old.clone());
-        Ok((new, Some(old)))
-    }
-
-    /// Swap `component` back to its previous version (which becomes the rollback target).
-    pub fn rollback(&self, component: &str) -> Result<(Function, Function), SwapError> {
-        let mut all = self.functions.write().map_err(|_| SwapError::NotReady)?;
-        let d = all.get_mut(component).ok_or(SwapError::UnknownComponent)?;
-        let previous = d.previous.take().ok_or(SwapError::NoPrevious)?;
-        let old = std::mem::replace(&mut d.current, previous.clone());
-        d.previous = Some(old.clone());
-        Ok((previous, old))
-    }
-
-    /// Load `bytes` as a new version of the model `name` (same card: tensor names, types and
-    /// shapes) beside the serving one, off the async executor, then swap it in. Computes
-    /// already running finish on the old graph; on any error the old version keeps serving.
-    pub async fn deploy_model(
-        &self,
-        name: &str,
-        bytes: Bytes,
-    ) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
-        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
-        let entry = ctx.models.get(name).ok_or(SwapError::UnknownModel)?.entry.clone();
-        self.deploy_model_entry(entry, bytes).await
-    }
-
-    /// As [`deploy_model`](Self::deploy_model), with a new card too (a reload from disk).
-    pub async fn deploy_model_entry(
-        &self,
-        entry: ModelEntry,
-        bytes: Bytes,
-    ) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
-        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
-        let new = tokio::task::spawn_blocking(move || crate::app::load_model_bytes(entry, &bytes))
-            .await
-            .map_err(|e| SwapError::InvalidModel(format!("loading panicked: {e}")))?
-            .map_err(|e| SwapError::InvalidModel(format!("{e:#}")))?;
-        let swapped = ctx.models.swap(new)?;
-        if let Some(displaced) = swapped.displaced {
-            // Its last handle, unless a compute still holds it: its teardown blocks.
-            let _ = tokio::task::spawn_blocking(move || drop(displaced)).await;
-        }
-        Ok((swapped.new, swapped.old))
-    }
-
-    /// Swap model `name` back to its previous version (which becomes the rollback target).
-    pub fn rollback_model(&self, name: &str) -> Result<(Arc<LoadedModel>, Arc<LoadedModel>), SwapError> {
-        let ctx = self.prepared.get().ok_or(SwapError::NotReady)?;
-        Ok(ctx.models.rollback(name)?)
-    }
-
-    /// `(current, previous)` for every loaded model, sorted by name.
-    pub fn models(&self) -> Vec<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
-        self.prepared
-            .get()
-            .map(|ctx| ctx.models.versions())
-            .unwrap_or_default()
-    }
-
-    /// `(id, current, previous)` for every function, sorted by id.
-    pub fn deployed(&self) -> Vec<(String, Function, Option<Function>)> {
-        let Ok(all) = self.functions.read() else {
-            return Vec::new();
-        };
-        let mut v: Vec<_> = all
-            .iter()
-            .map(|(id, d)| (id.clone(), d.current.clone(), d.previous.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        self.deployments.is_ready() && !self.draining.load(Ordering::Acquire)
     }
 
     /// `(route, component)` pairs, most specific first, for logs.
@@ -399,7 +227,7 @@ async fn dispatch(
     if path.starts_with("/admin/")
         && let Some(token) = &state.config.admin_token
     {
-        return (crate::admin::handle(state, token, req).await, None);
+        return (crate::admin::handle(&state.deployments, token, req).await, None);
     }
     let Some(trigger) = state.manifest.route(path) else {
         let routes: Vec<String> = state
@@ -437,7 +265,7 @@ async fn dispatch(
         }
     }
 
-    let Some(function) = state.function(component) else {
+    let Some(function) = state.deployments.function(component) else {
         return done(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -619,28 +447,4 @@ fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -
         "function_failed",
         &format!("function `{component}` failed: {reason}"),
     )
-}
-
-/// A JSON response with the given status.
-pub fn json(status: StatusCode, body: String) -> Response<Body> {
-    respond(status, "application/json", body)
-}
-
-/// A complete response with a body of the given content type.
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// The error body shared with the functions: `{"error": {"code": "...", "message": "..."}}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    json(status, body.to_string())
 }

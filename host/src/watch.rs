@@ -6,8 +6,8 @@
 //! A change is acted on only once the file's size and modification time have held still for
 //! one more poll, so a build that writes the file in several steps is not loaded half-written.
 
+use crate::deployment::Deployments;
 use crate::models::ModelEntry;
-use crate::server::AppState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,9 +59,9 @@ impl Settle {
     }
 }
 
-/// Watch component `sources` (component id, file) and every loaded model's folder until the
-/// server drains.
-pub async fn watch(state: Arc<AppState>, sources: Vec<(String, PathBuf)>) {
+/// Watch component `sources` (component id, file) and every loaded model's folder until
+/// `draining` says the server drains.
+pub async fn watch(state: Arc<Deployments>, sources: Vec<(String, PathBuf)>, draining: impl Fn() -> bool) {
     let mut settle = Settle::default();
     for (_, path) in &sources {
         settle.baseline(path);
@@ -75,7 +75,7 @@ pub async fn watch(state: Arc<AppState>, sources: Vec<(String, PathBuf)>) {
         models = state.models().len(),
         "watching for changes"
     );
-    while !state.is_draining() {
+    while !draining() {
         tokio::time::sleep(POLL).await;
         for (id, path) in &sources {
             if settle.changed(path) {
@@ -93,7 +93,7 @@ pub async fn watch(state: Arc<AppState>, sources: Vec<(String, PathBuf)>) {
     }
 }
 
-async fn reload_component(state: &AppState, id: &str, path: &Path) {
+async fn reload_component(state: &Deployments, id: &str, path: &Path) {
     let Ok(bytes) = tokio::fs::read(path).await else {
         return;
     };
@@ -111,7 +111,7 @@ async fn reload_component(state: &AppState, id: &str, path: &Path) {
 
 /// Reload a model from its folder: the card must parse and the weights match its sha256
 /// (a half-copied file does not), and the new version loads beside the serving one.
-async fn reload_model(state: &AppState, name: &str, dir: &Path, serving: &str) {
+async fn reload_model(state: &Deployments, name: &str, dir: &Path, serving: &str) {
     let loaded = ModelEntry::load(dir).and_then(|e| e.read_checked().map(|bytes| (e, bytes)));
     let (entry, bytes) = match loaded {
         Ok(l) => l,

@@ -40,22 +40,21 @@ pub fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// Load models on the backend the compared server uses (`SCORIA_BACKEND`, default tract;
-/// `SCORIA_DEVICE=gpu` for CUDA),
-/// with ONNX Runtime's library looked up beside the model repository `models_dir`.
-pub fn configure_backend(models_dir: &str) -> anyhow::Result<()> {
+/// The loader for models on the backend the compared server uses (`SCORIA_BACKEND`, default
+/// tract; `SCORIA_DEVICE=gpu` for CUDA), with ONNX Runtime's library looked up beside the
+/// model repository `models_dir`.
+pub fn model_loader(models_dir: &str) -> anyhow::Result<scoria::loader::ModelLoader> {
     let backend = std::env::var("SCORIA_BACKEND").unwrap_or_else(|_| "tract".into());
-    scoria::app::configure_backends(
+    Ok(scoria::loader::ModelLoader::new(
         backend.parse().map_err(anyhow::Error::msg)?,
         match std::env::var("SCORIA_DEVICE").as_deref() {
-            Ok("gpu") => scoria::nn::onnxruntime::Device::Gpu,
-            _ => scoria::nn::onnxruntime::Device::Cpu,
+            Ok("gpu") => scoria::models::Device::Gpu,
+            _ => scoria::models::Device::Cpu,
         },
         // In-process calls never batch.
-        scoria::app::Batching::Off,
+        scoria::loader::Batching::Off,
         std::path::Path::new(models_dir)
             .parent()
             .unwrap_or(std::path::Path::new(".")),
-    );
-    Ok(())
+    ))
 }

@@ -27,6 +27,7 @@
 //! unless they were part of the same run.
 
 use super::{ErrorKind, Graph, NnError, Tensor};
+use crate::metrics::InferenceRun;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -68,23 +69,8 @@ impl BatchPolicy {
     }
 }
 
-/// What a caller learns about the run its compute was part of, for the metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchRun {
-    /// From queueing to the start of the run.
-    pub queued: Duration,
-    /// The backend run itself.
-    pub ran: Duration,
-    /// Items in the whole run.
-    pub items: u32,
-    /// Rows the run computed: `items`, plus the zero rows it was padded with.
-    pub rows: u32,
-    /// True for exactly one caller per run, so per-run metrics are counted once.
-    pub leader: bool,
-}
-
 /// The reply to one queued compute: its own output rows, or the run's error.
-type Reply = Result<(Vec<Tensor>, BatchRun), NnError>;
+type Reply = Result<(Vec<Tensor>, InferenceRun), NnError>;
 
 /// One queued compute.
 struct Pending {
@@ -195,7 +181,7 @@ impl Batcher {
     }
 
     /// Queue one compute (inputs validated, in the card's order) and wait for its rows.
-    pub async fn compute(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, BatchRun), NnError> {
+    pub async fn compute(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, InferenceRun), NnError> {
         let items = items(&inputs);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = Pending {
@@ -392,8 +378,8 @@ struct Caller {
 }
 
 impl Caller {
-    fn run(&self, started: Instant, ran: Duration, (items, rows): (u32, u32), leader: bool) -> BatchRun {
-        BatchRun {
+    fn run(&self, started: Instant, ran: Duration, (items, rows): (u32, u32), leader: bool) -> InferenceRun {
+        InferenceRun {
             queued: started.saturating_duration_since(self.queued_at),
             ran,
             items,

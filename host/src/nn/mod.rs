@@ -18,6 +18,7 @@ pub mod tract;
 pub mod wit;
 
 use crate::models::{DType, ModelEntry, TensorSpec};
+use crate::versions::{Replaced, Versions};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -303,12 +304,6 @@ pub struct Swapped {
     pub displaced: Option<Arc<LoadedModel>>,
 }
 
-/// The version of a model that new computes get, and the one before it (the rollback target).
-struct Versions {
-    current: Arc<LoadedModel>,
-    previous: Option<Arc<LoadedModel>>,
-}
-
 /// Every model the host loaded at start-up, by name, and the threads that run them.
 ///
 /// Each model sits in a slot shared by every component's [`subset`](Self::subset), so a swap
@@ -316,7 +311,7 @@ struct Versions {
 /// changes the graph under a request in flight.
 #[derive(Clone)]
 pub struct ModelRegistry {
-    slots: HashMap<String, Arc<std::sync::RwLock<Versions>>>,
+    slots: HashMap<String, Arc<std::sync::RwLock<Versions<Arc<LoadedModel>>>>>,
     pool: Arc<InferencePool>,
 }
 
@@ -338,10 +333,7 @@ impl ModelRegistry {
 
     pub fn insert(&mut self, model: LoadedModel) {
         let name = model.entry.card.name.clone();
-        let versions = Versions {
-            current: Arc::new(model),
-            previous: None,
-        };
+        let versions = Versions::new(Arc::new(model));
         self.slots
             .insert(name, Arc::new(std::sync::RwLock::new(versions)));
     }
@@ -350,7 +342,7 @@ impl ModelRegistry {
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         let slot = self.slots.get(name)?;
         let v = slot.read().unwrap_or_else(|p| p.into_inner());
-        Some(v.current.clone())
+        Some(v.current().clone())
     }
 
     /// The subset a component may use: exactly the models its manifest entry lists.
@@ -371,8 +363,7 @@ impl ModelRegistry {
         let slot = self.slots.get(&name).ok_or(ModelSwapError::Unknown(name))?;
         let mut v = slot.write().unwrap_or_else(|p| p.into_inner());
         let new = Arc::new(model);
-        let old = std::mem::replace(&mut v.current, new.clone());
-        let displaced = v.previous.replace(old.clone());
+        let Replaced { old, displaced } = v.replace(new.clone());
         Ok(Swapped { new, old, displaced })
     }
 
@@ -384,13 +375,8 @@ impl ModelRegistry {
             .get(name)
             .ok_or_else(|| ModelSwapError::Unknown(name.into()))?;
         let mut v = slot.write().unwrap_or_else(|p| p.into_inner());
-        let previous = v
-            .previous
-            .take()
-            .ok_or_else(|| ModelSwapError::NoPrevious(name.into()))?;
-        let before = std::mem::replace(&mut v.current, previous.clone());
-        v.previous = Some(before.clone());
-        Ok((previous, before))
+        v.roll_back()
+            .ok_or_else(|| ModelSwapError::NoPrevious(name.into()))
     }
 
     /// `(current, previous)` for every model, sorted by name.
@@ -400,7 +386,7 @@ impl ModelRegistry {
             .values()
             .map(|slot| {
                 let v = slot.read().unwrap_or_else(|p| p.into_inner());
-                (v.current.clone(), v.previous.clone())
+                (v.current().clone(), v.previous().cloned())
             })
             .collect();
         all.sort_by(|a, b| a.0.entry.card.name.cmp(&b.0.entry.card.name));

@@ -5,9 +5,8 @@
 //! A guest sees only the models its manifest entry lists (`load-by-name`); loading raw graph
 //! bytes from a guest is refused, since it would let any request allocate a model.
 
-use super::batch::BatchRun;
 use super::{ErrorKind, LoadedModel, ModelRegistry, NnError, Tensor};
-use crate::metrics::Metrics;
+use crate::metrics::{InferenceRun, Metrics};
 use crate::models::DType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,7 +178,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
                         .run(move || job.graph.run(&inputs))
                         .await
                         .and_then(|(queued, r)| {
-                            let run = BatchRun {
+                            let run = InferenceRun {
                                 queued,
                                 ran: start.elapsed().saturating_sub(queued),
                                 items,
