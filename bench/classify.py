@@ -6,10 +6,12 @@ Native: host/examples/native_classify.rs runs the same decode and preprocessing 
 Both come from the same cargo profile, so the ratios compare like with like.
 
 Prints latency p50/p99 at concurrency 1, throughput at concurrency 2 and 8, each as a ratio
-to the baseline, and where the time goes (decode, preprocess, inference, the rest).
+to the baseline, and where the time goes (decode, preprocess, inference, the rest). Writes
+every figure to `<out>/classify.json`, and plots: latency and throughput against concurrency
+for both sides, and the split of a request's time (see report.py).
 
 Usage (./dev bench runs this): python bench/classify.py [--photo tests/data/chelsea.png]
-    [--requests 200] [--seconds 15]
+    [--requests 200] [--seconds 15] [--out docs/bench]
 """
 
 import argparse
@@ -18,6 +20,9 @@ import os
 import subprocess
 
 from common import ROOT, oha, scoria_up, server_timing_medians
+from report import Report, step
+
+LEVELS = (1, 2, 8)
 
 
 def main():
@@ -29,8 +34,10 @@ def main():
     ap.add_argument("--oha", required=True)
     ap.add_argument("--backend", default="tract", choices=["tract", "onnxruntime", "auto"],
                     help="for both sides: scoria up --backend, and the native baseline")
+    ap.add_argument("--out", help="where the JSON and plots go (default docs/bench)")
     a = ap.parse_args()
 
+    step(f"native baseline: {a.requests} photos one at a time, then {a.seconds} s at c=2 and c=8")
     native = json.loads(subprocess.run(
         [os.path.join(a.bin_dir, "examples", "native_classify"), os.path.join(ROOT, "models"), a.photo,
          str(a.requests), str(a.seconds), "2", "8"],
@@ -40,9 +47,13 @@ def main():
         url = f"{base}/classify"
         run = lambda extra: oha(a.oha, url, a.photo, "image/png", extra)  # noqa: E731
         run(["-n", "20", "-c", "1"])  # warm-up
+        step(f"scoria up: {a.requests} photos one at a time")
         c1 = run(["-n", str(a.requests), "-c", "1"])
+        step(f"scoria up: {a.seconds} s at c=2")
         c2 = run(["-z", f"{a.seconds}s", "-c", "2"])
+        step(f"scoria up: {a.seconds} s at c=8")
         c8 = run(["-z", f"{a.seconds}s", "-c", "8"])
+        step("scoria up: Server-Timing of 50 requests")
         split = server_timing_medians(url, open(a.photo, "rb").read(), "image/png", 50)
         inf_ms, host_total_ms = split["inference"], split["total"]
 
@@ -70,6 +81,34 @@ def main():
     target = 1.15
     verdict = "meets" if p50 / native["total_ms_p50"] <= target else "misses"
     print(f"\np50 ratio {p50 / native['total_ms_p50']:.3f}x {verdict} the {target}x target")
+
+    served = dict(zip(LEVELS, (c1, c2, c8)))
+    pct = lambda d, q: d["latencyPercentiles"][q] * 1e3  # noqa: E731
+    report = Report("classify", a.out)
+    subject = f"/classify, {os.path.basename(a.photo)}, {a.backend}"
+    report.plot_latency(f"{subject}: latency", {
+        "scoria up": {c: {"p50": pct(d, "p50"), "p99": pct(d, "p99")} for c, d in served.items()},
+        "native, in-process": {1: {"p50": native["total_ms_p50"], "p99": native["total_ms_p99"]}},
+    })
+    report.plot_throughput(f"{subject}: throughput", {
+        "scoria up": {c: d["summary"]["requestsPerSec"] for c, d in served.items()},
+        "native, in-process": {int(c): v for c, v in native["throughput"].items()},
+    }, unit="images/s")
+    host = {k: split.get(k, 0.0) for k in ("queue", "body", "instance", "inference")}
+    host["guest and hand-offs"] = max(host_total_ms - sum(host.values()), 0.0)
+    host["HTTP and client"] = max(split.get("client", host_total_ms) - host_total_ms, 0.0)
+    report.plot_split(f"{subject}: where a request's time goes, c=1", {
+        "scoria up": host,
+        "native, in-process": {"decode and preprocess": n_dec + n_pre, "inference": n_inf},
+    }, ["queue", "body", "instance", "decode and preprocess", "guest and hand-offs", "inference",
+        "HTTP and client"])
+    report.save({
+        "photo": os.path.relpath(a.photo, ROOT), "backend": a.backend,
+        "scoria": {str(c): {"p50_ms": pct(d, "p50"), "p90_ms": pct(d, "p90"), "p99_ms": pct(d, "p99"),
+                            "requests_per_s": d["summary"]["requestsPerSec"]} for c, d in served.items()},
+        "scoria_server_timing_ms": split,
+        "native": native,
+    })
 
 
 if __name__ == "__main__":

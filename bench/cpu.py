@@ -13,6 +13,8 @@ instance serves up to 16 requests, one at a time, keeping its model card and lab
 and Scoria on ONNX Runtime are measured in
 `--rounds` back-to-back pairs and the pair with the median ratio is reported, with the range:
 on a shared machine one noisy pair moved the ratio by almost 0.2 (1.24x to 1.42x).
+Writes every round's figures to `<out>/cpu.json`, and plots of the p50s and of where a tensor
+request's time goes (see report.py).
 """
 
 import argparse
@@ -26,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, oha, reused, scoria_up, server_timing_medians  # noqa: E402
+from report import Report, step  # noqa: E402
 
 MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
 # Requests per measurement: enough for a stable p50 at each model's cost on 2 cores.
@@ -92,6 +95,7 @@ def main():
     ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
     ap.add_argument("--models", default="efficientnet-lite0,resnet152")
     ap.add_argument("--rounds", type=int, default=3, help="native/Scoria ONNX Runtime pairs per model")
+    ap.add_argument("--out", help="where the JSON and plots go (default docs/bench)")
     a = ap.parse_args()
     rows, picks = [], {}
     work = tempfile.mkdtemp(prefix="scoria-bench-cpu-")
@@ -104,13 +108,15 @@ def main():
         fresh = os.path.join(ROOT, MANIFESTS[model])
         rounds = []
         with reused(MANIFESTS[model], "image-classify", REUSE) as reuse:
-            for _ in range(max(a.rounds, 1)):
+            for k in range(max(a.rounds, 1)):
+                step(f"{model}: round {k + 1} of {max(a.rounds, 1)} (native, then Scoria fresh and reused)")
                 nat = native(a.bin_dir, model, "onnxruntime", a.photo, n, tensor)
                 r = {"native": nat["total_ms_p50"], "native_tensor": nat["tensor_ms_p50"], "stages": nat}
                 for name, manifest in (("fresh", fresh), ("reuse", reuse)):
                     (photo_ms, tensor_ms), (_, split) = served(a.bin_dir, a.oha, manifest, "onnxruntime", bodies, n)
                     r[name] = {"photo": photo_ms, "tensor": tensor_ms, "split": split}
                 rounds.append(r)
+        step(f"{model}: tract, native and served; then --backend auto")
         nat_tract = native(a.bin_dir, model, "tract", a.photo, n)
         (s_tract,), _ = served(a.bin_dir, a.oha, fresh, "tract", bodies[:1], n)
         rows.append((model, rounds, nat_tract["total_ms_p50"], s_tract))
@@ -118,6 +124,7 @@ def main():
         print(f"{model}: done", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     report(a, rows, picks)
+    files(a, rows, picks)
 
 
 def median_round(rounds, ratio):
@@ -181,6 +188,39 @@ def report(a, rows, picks):
             print(f"  {model:<20}{name:<7}{st['client']:>8.2f}{st['total']:>11.2f}{st['body']:>7.2f}"
                   f"{st['instance']:>9.2f}{st['inference']:>10.2f}{nat_t:>9.2f}{rest:>8.2f}"
                   f"{st['client'] - st['total']:>8.2f}")
+
+
+def files(a, rows, picks):
+    """The JSON of every round, and for each model a plot of its p50s (median rounds) and of
+    where a tensor request's time goes."""
+    profile = os.path.basename(os.path.normpath(a.bin_dir))
+    out = Report("cpu", a.out)
+    for model, rounds, n_tract, s_tract in rows:
+        bars = {}
+        for body in ("photo", "tensor"):
+            for name, label in (("fresh", "Scoria, fresh instances"), ("reuse", f"Scoria, instance_reuse = {REUSE}")):
+                r, _ = median_round(rounds, ratio_of(body, name))
+                bars.setdefault(f"{body}: native ONNX Runtime", r[NATIVE_OF[body]])
+                bars[f"{body}: {label}"] = r[name][body]
+        bars["photo: native tract"] = n_tract
+        bars["photo: Scoria, tract"] = s_tract
+        out.plot_bars(f"{model}-p50", f"{model}: p50 at c=1, {profile} builds (median of {len(rounds)} rounds)", bars)
+        split = {}
+        for name in ("fresh", "reuse"):
+            r, _ = median_round(rounds, ratio_of("tensor", name))
+            st = r[name]["split"]
+            host = {k: st.get(k, 0.0) for k in ("queue", "body", "instance", "inference")}
+            host["guest and hand-offs"] = max(st["total"] - sum(host.values()), 0.0)
+            host["HTTP and client"] = max(st["client"] - st["total"], 0.0)
+            split[f"Scoria, {name}"] = host
+        split["native ONNX Runtime"] = {"inference": median_round(rounds, ratio_of("tensor", "fresh"))[0]["native_tensor"]}
+        out.plot_split(f"{model}: where a tensor request's time goes, c=1", split,
+                       ["queue", "body", "instance", "guest and hand-offs", "inference", "HTTP and client"],
+                       kind=f"{model}-split")
+    out.save({"photo": os.path.relpath(a.photo, ROOT), "profile": profile, "instance_reuse": REUSE,
+              "models": {model: {"rounds": rounds, "native_tract_ms_p50": n_tract, "scoria_tract_ms_p50": s_tract,
+                                 "auto": {"picked": picks[model][0], "why": picks[model][1]}}
+                         for model, rounds, n_tract, s_tract in rows}})
 
 
 if __name__ == "__main__":

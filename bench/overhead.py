@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, oha, scoria_process, with_instance_reuse  # noqa: E402
+from report import Report  # noqa: E402
 
 MANIFEST = os.path.join(ROOT, "spin-nullnet.toml")
 CURRENT = "functions/target/wasm32-wasip2/release/image_classify.wasm"
@@ -79,6 +80,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--current-reuse", type=int, default=1,
                     help="serve the current build with `instance_reuse` set to this (1: a fresh instance per request)")
+    ap.add_argument("--out", help="where the JSON and plots go (default docs/bench)")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +105,14 @@ def main():
                             ("cpu_us", "host CPU per request (µs)", "{:.0f}")):
         b, c = median("baseline", key), median("current", key)
         print(f"| {label} | {fmt.format(b)} | {fmt.format(c)} | {c / b:.2f}x |")
+
+    out = Report("overhead", a.out)
+    current = "current" + (f", instance_reuse = {a.current_reuse}" if a.current_reuse > 1 else "")
+    out.plot_bars("cpu", f"Host CPU per 602 KB tensor request on nullnet, c={CONCURRENCY} (medians of {a.rounds})",
+                  {"baseline": median("baseline", "cpu_us"), current: median("current", "cpu_us")}, unit="µs")
+    out.plot_bars("throughput", f"Requests/s on nullnet, c={CONCURRENCY} (medians of {a.rounds})",
+                  {"baseline": median("baseline", "req_s"), current: median("current", "req_s")}, unit="req/s")
+    out.save({"concurrency": CONCURRENCY, "current_reuse": a.current_reuse, "rounds": runs})
 
 
 if __name__ == "__main__":

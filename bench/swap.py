@@ -9,7 +9,10 @@ same run.
 - Cold start: from process start to the first `/classify` and `/faq` answers, with an empty
   compile cache and with a filled one (models loaded in both).
 
+Writes every run's figures to `<out>/swap.json` and a plot of the medians (see report.py).
+
 Usage (./dev bench swap runs this): python bench/swap.py --bin-dir target/debug [--runs 5]
+    [--out docs/bench]
 """
 
 import argparse
@@ -30,6 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from common import ROOT, free_port
+from report import Report, step
 
 TOKEN = "swap-benchmark-token-0001"
 WASM = os.path.join(ROOT, "functions/target/wasm32-wasip2/release")
@@ -110,12 +114,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", help="where the JSON and plot go (default docs/bench)")
     a = ap.parse_args()
     scoria = os.path.join(a.bin_dir, "scoria")
     manifest = os.path.join(ROOT, "spin.toml")
     med = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
 
-    # Cold start, without and with the compile cache.
+    step(f"cold starts, without and with the compile cache, {a.runs} times")
     cold, warm = {"/classify": [], "/faq": []}, {"/classify": [], "/faq": []}
     for _ in range(a.runs):
         cache = tempfile.mkdtemp()
@@ -126,7 +131,7 @@ def main():
             h.stop()
         shutil.rmtree(cache)
 
-    # Swaps through the admin API.
+    step(f"swaps through the admin API, {a.runs} of each")
     token_file = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
     token_file.write(TOKEN + "\n")
     token_file.close()
@@ -170,7 +175,8 @@ def main():
     h.stop()
     os.unlink(token_file.name)
 
-    # Swap through --watch: a rebuilt faq-match written next to a copy of the manifest.
+    step(f"swaps through --watch, {a.runs} times")
+    # A rebuilt faq-match written next to a copy of the manifest.
     work = tempfile.mkdtemp()
     source = os.path.join(work, "faq_match.wasm")
     shutil.copy(os.path.join(WASM, "faq_match.wasm"), source)
@@ -213,6 +219,16 @@ def main():
     for path in ("/classify", "/faq"):
         c, w = med(cold[path]), med(warm[path])
         print(f"{path:<46}{c:>9.0f}{w:>9.0f}{w / c:>8.3f}x")
+
+    report = Report("swap", a.out)
+    bars = {name: med(xs) for name, xs in swaps.items()}
+    for path in ("/classify", "/faq"):
+        bars[f"cold start to {path}, compile cache"] = med(warm[path])
+        bars[f"cold start to {path}, no cache (a restart)"] = med(cold[path])
+    report.plot_bars("medians", f"Hot swaps and cold starts, to the first answer (medians of {a.runs})", bars)
+    ms = lambda runs: {k: [x * 1e3 for x in xs] for k, xs in runs.items()}  # noqa: E731
+    report.save({"runs": a.runs, "swaps_ms": ms(swaps), "cold_start_no_cache_ms": ms(cold),
+                 "cold_start_compile_cache_ms": ms(warm)})
 
 
 def serving_digest(h, fid):

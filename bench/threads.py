@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, card_table, oha, scoria_up  # noqa: E402
+from report import Report, step  # noqa: E402
 
 MANIFESTS = {"efficientnet-lite0": "spin.toml", "resnet152": "spin-resnet152.toml"}
 
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--model", default="resnet152", choices=sorted(MANIFESTS))
     ap.add_argument("--photo", default=os.path.join(ROOT, "tests/data/chelsea.jpg"))
     ap.add_argument("--requests", type=int, default=20, help="per measurement at c=1 (twice that under load)")
+    ap.add_argument("--out", help="where the JSON and plots go (default docs/bench)")
     a = ap.parse_args()
     cores = os.cpu_count() or 1
     configs = [(cores, 1, None, "default: a session per core, one thread each"),
@@ -52,7 +54,8 @@ def main():
                (1, cores, None, "one session, every core (ONNX Runtime's and Triton's default)"),
                (cores, cores, None, "a session per core, every core each")]
     rows = []
-    for sessions, threads, solo, what in configs:
+    for k, (sessions, threads, solo, what) in enumerate(configs):
+        step(f"configuration {k + 1} of {len(configs)}: {what}")
         rows.append((sessions, threads, what, *measure(a, sessions, threads, solo, cores)))
         print(f"sessions={sessions} intra_threads={threads} solo_intra_threads={solo}: done", flush=True)
     base_p50, base_rates = rows[0][3], rows[0][4]
@@ -62,6 +65,17 @@ def main():
         cells = [f"{p50:.1f} ms {p50 / base_p50:.2f}x"] + [
             f"{r:.2f} {r / b:.2f}x" for r, b in zip(rates, base_rates)]
         print(f"{sessions:>8}{threads:>8}{cells[0]:>16}{cells[1]:>20}{cells[2]:>20}   {what}")
+
+    out = Report("threads", a.out)
+    label = lambda sessions, threads, what: f"{sessions} x {threads}: {what}"  # noqa: E731
+    out.plot_bars("p50", f"{a.model} on ONNX Runtime: p50 at c=1, sessions x intra-op threads",
+                  {label(s_, t, w): p50 for s_, t, w, p50, _ in rows})
+    out.plot_bars("throughput", f"{a.model} on ONNX Runtime: requests/s at c={2 * cores}",
+                  {label(s_, t, w): rates[1] for s_, t, w, _, rates in rows}, unit="req/s")
+    out.save({"model": a.model, "photo": os.path.relpath(a.photo, ROOT), "cpus": cores,
+              "configurations": [{"sessions": s_, "intra_threads": t, "what": w, "p50_ms": p50,
+                                  "requests_per_s": {str(cores): rates[0], str(2 * cores): rates[1]}}
+                                 for s_, t, w, p50, rates in rows]})
 
 
 if __name__ == "__main__":
