@@ -440,9 +440,14 @@ fn write(file: &Path, bytes: &[u8]) -> Result<(), IndexError> {
 
 /// `target` relative to the folder `from` (both made absolute), for paths stored in
 /// `index.toml` that must survive moving the project.
+///
+/// Both are resolved through symbolic links first: the operating system follows a link
+/// before it applies `..`, so a path computed from the link's own location would lead
+/// elsewhere when the folder is a link (a models folder of links, a Kubernetes volume).
 pub fn relative_to(target: &Path, from: &Path) -> std::io::Result<PathBuf> {
-    let target = std::path::absolute(target)?;
-    let from = std::path::absolute(from)?;
+    let resolve = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    let target = resolve(target)?;
+    let from = resolve(from)?;
     let t: Vec<Component> = target.components().collect();
     let f: Vec<Component> = from.components().collect();
     let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
@@ -516,6 +521,24 @@ mod card {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_path_from_a_linked_folder_leads_to_its_target() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("project/models/faq");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(t.path().join("project/faq")).unwrap();
+        let list = t.path().join("project/faq/list.jsonl");
+        std::fs::write(&list, "{}").unwrap();
+        // The index folder seen through a link elsewhere, as a benchmark's models folder has it.
+        std::fs::create_dir_all(t.path().join("elsewhere/models")).unwrap();
+        let link = t.path().join("elsewhere/models/faq");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let rel = relative_to(&list, &link).unwrap();
+        assert_eq!(rel, Path::new("../../faq/list.jsonl"));
+        assert!(link.join(&rel).is_file(), "{}", rel.display());
+        assert!(real.join(&rel).is_file(), "{}", rel.display());
+    }
 
     #[test]
     fn an_index_card_is_valid_toml_whatever_its_path_and_licence_hold() {
