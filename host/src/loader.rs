@@ -7,6 +7,7 @@
 
 use crate::index;
 use crate::manifest::{IndexDecl, Manifest};
+pub use crate::models::BackendChoice;
 use crate::models::{Device, ModelEntry, Repository};
 use crate::nn::batch::{BatchPolicy, Batcher};
 use crate::nn::onnxruntime::{OnnxRuntime, library_path};
@@ -17,30 +18,6 @@ use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Which backend runs a model (`--backend`, or a card's `backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// ONNX Runtime with CUDA on a GPU device; otherwise the faster of the two, measured at load.
-    Auto,
-    Tract,
-    #[value(name = "onnxruntime")]
-    OnnxRuntime,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "tract" => Ok(Self::Tract),
-            "onnxruntime" => Ok(Self::OnnxRuntime),
-            other => Err(format!(
-                "backend `{other}` is not one of auto, tract, onnxruntime"
-            )),
-        }
-    }
-}
 
 /// `scoria up --batching`: whether models are batched, whatever their cards say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -238,13 +215,7 @@ impl ModelLoader {
             return tract("default".into());
         };
         let device = entry.card.device.unwrap_or(cfg.device);
-        let pinned = entry
-            .card
-            .backend
-            .as_deref()
-            .map(str::parse::<BackendChoice>)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("{}: `backend`: {e}", card_file()))?;
+        let pinned = entry.card.backend;
         anyhow::ensure!(
             !(entry.card.device == Some(Device::Gpu) && pinned == Some(BackendChoice::Tract)),
             "{}: `device = \"gpu\"` needs ONNX Runtime, but `backend = \"tract\"` runs on the CPU only; \

@@ -66,6 +66,41 @@ impl DType {
     }
 }
 
+/// Which backend runs a model (`--backend`, or a card's `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// ONNX Runtime with CUDA on a GPU device; otherwise the faster of the two, measured at load.
+    Auto,
+    Tract,
+    #[value(name = "onnxruntime")]
+    OnnxRuntime,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tract" => Ok(Self::Tract),
+            "onnxruntime" => Ok(Self::OnnxRuntime),
+            other => Err(format!(
+                "backend `{other}` is not one of auto, tract, onnxruntime"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tract => "tract",
+            Self::OnnxRuntime => "onnxruntime",
+        })
+    }
+}
+
 /// Where a model runs: `gpu` is ONNX Runtime's CUDA execution provider. The host's
 /// `--device` sets it for every model; a card's `device` sets it for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
@@ -126,9 +161,10 @@ pub struct ModelCard {
     /// memory; the least recently used plan is dropped first. Default 16.
     #[serde(default)]
     pub max_plans: Option<usize>,
-    /// Optional: `tract` or `onnxruntime` for this model, whatever `--backend` says.
+    /// Optional: `tract` or `onnxruntime` (or `auto`) for this model, whatever `--backend`
+    /// says; checked when the card is read, like every other key.
     #[serde(default)]
-    pub backend: Option<String>,
+    pub backend: Option<BackendChoice>,
     /// Optional: `gpu` runs this model on ONNX Runtime with CUDA even on a `--device cpu`
     /// host (it falls back to the CPU, with a warning, where CUDA is unavailable); `cpu`
     /// keeps it off the GPU on a `--device gpu` host (a model too small to gain from it).
@@ -431,5 +467,22 @@ outputs = [{{ name = "logits", shape = [-1, 10], dtype = "f32" }}]
         assert!(e.contains("typo/model.toml") && e.contains("licnce"), "{e}");
         let e = Repository::new(t.path()).get("missing").unwrap_err().to_string();
         assert!(e.contains("missing") && e.contains("fix"), "{e}");
+    }
+
+    #[test]
+    fn a_cards_backend_is_typed_when_the_card_is_read() {
+        let t = tempfile::tempdir().unwrap();
+        write_model(t.path(), "pinned", "backend = \"onnxruntime\"", b"w");
+        let repo = Repository::new(t.path());
+        assert_eq!(
+            repo.get("pinned").unwrap().card.backend,
+            Some(BackendChoice::OnnxRuntime)
+        );
+        write_model(t.path(), "typo", "backend = \"onnx\"", b"w");
+        let e = repo.get("typo").unwrap_err().to_string();
+        assert!(
+            e.contains("typo/model.toml") && e.contains("onnx") && e.contains("onnxruntime"),
+            "{e}"
+        );
     }
 }
