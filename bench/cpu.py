@@ -194,7 +194,8 @@ def files(a, rows, picks):
     """The JSON of every round, and for each model a plot of its p50s (median rounds) and of
     where a tensor request's time goes."""
     profile = os.path.basename(os.path.normpath(a.bin_dir))
-    out = Report("cpu", a.out)
+    prefix = "SCORIA_PROFILE=release " if profile == "release" else ""
+    out = Report("cpu", a.out, f"{prefix}./dev bench cpu --models {a.models} --rounds {a.rounds}")
     for model, rounds, n_tract, s_tract in rows:
         bars = {}
         for body in ("photo", "tensor"):

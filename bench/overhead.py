@@ -106,7 +106,8 @@ def main():
         b, c = median("baseline", key), median("current", key)
         print(f"| {label} | {fmt.format(b)} | {fmt.format(c)} | {c / b:.2f}x |")
 
-    out = Report("overhead", a.out)
+    command = "./dev bench overhead" + (f" --current-reuse {a.current_reuse}" if a.current_reuse > 1 else "")
+    out = Report("overhead", a.out, command)
     current = "current" + (f", instance_reuse = {a.current_reuse}" if a.current_reuse > 1 else "")
     out.plot_bars("cpu", f"Host CPU per 602 KB tensor request on nullnet, c={CONCURRENCY} (medians of {a.rounds})",
                   {"baseline": median("baseline", "cpu_us"), current: median("current", "cpu_us")}, unit="µs")

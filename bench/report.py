@@ -43,8 +43,10 @@ def machine():
 class Report:
     """The files one benchmark run writes: `<out>/<name>.json` and `<out>/<name>-*.png`."""
 
-    def __init__(self, name, out=None):
+    def __init__(self, name, out=None, command=None):
         self.name = name
+        # What reproduces the run, for the line under each plot.
+        self.command = command or f"./dev bench {name}"
         self.out = out or DEFAULT_OUT
         self.machine = machine()
         self.date = datetime.date.today().isoformat()
@@ -53,7 +55,7 @@ class Report:
 
     def _finish(self, fig, kind, title):
         fig.suptitle(title, fontsize=10)
-        fig.text(0.5, 0.01, f"{self.machine}, {self.date}: ./dev bench {self.name}",
+        fig.text(0.5, 0.01, f"{self.machine}, {self.date}: {self.command}",
                  ha="center", fontsize=7, color="#555")
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         path = os.path.join(self.out, f"{self.name}-{kind}.png")
@@ -121,7 +123,7 @@ class Report:
         values = [bars[label] for label in labels]
         ax.barh(labels, values, color=[f"C{k % 10}" for k in range(len(labels))])
         for y, v in enumerate(values):
-            ax.text(v, y, f" {v:,.0f} {unit}" if v >= 10 else f" {v:.1f} {unit}", va="center", fontsize=7)
+            ax.text(v, y, f" {v:,.0f} {unit}" if v >= 100 else f" {v:.2f} {unit}", va="center", fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel(unit)
         ax.set_xlim(right=max(values) * 1.25 if values else 1)

@@ -66,7 +66,7 @@ def main():
             f"{r:.2f} {r / b:.2f}x" for r, b in zip(rates, base_rates)]
         print(f"{sessions:>8}{threads:>8}{cells[0]:>16}{cells[1]:>20}{cells[2]:>20}   {what}")
 
-    out = Report("threads", a.out)
+    out = Report(f"threads-{a.model}", a.out, f"./dev bench threads --model {a.model}")
     label = lambda sessions, threads, what: f"{sessions} x {threads}: {what}"  # noqa: E731
     out.plot_bars("p50", f"{a.model} on ONNX Runtime: p50 at c=1, sessions x intra-op threads",
                   {label(s_, t, w): p50 for s_, t, w, p50, _ in rows})
