@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import json
 import os
+import platform
 import statistics
 import socket
 import subprocess
@@ -14,6 +15,20 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def machine():
+    """The CPU model and count, e.g. `AMD EPYC 9V74 (2 CPUs)`: where a benchmark ran."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} CPUs)"
 
 
 def free_port():

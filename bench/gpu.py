@@ -25,7 +25,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, card_table, free_port, oha, reused, server_timing_medians  # noqa: E402
+from common import ROOT, card_table, free_port, machine, oha, reused, server_timing_medians  # noqa: E402
 
 CONCURRENCY = [1, 8, 64, 256]
 # The card's `[onnxruntime]` lines for CUDA graphs, the default: a worker thread per session
@@ -357,7 +357,9 @@ def main():
     dry = a.device == "cpu"
     concurrency = [1, 8] if dry else CONCURRENCY
     os.makedirs(a.out, exist_ok=True)
-    results = {"photo": os.path.relpath(a.photo, ROOT), "seconds": a.seconds, "native": {}, "scoria": {}}
+    results = {"photo": os.path.relpath(a.photo, ROOT), "seconds": a.seconds, "native": {}, "scoria": {},
+               # For the plots, which bench/gpu_plot.py draws from this file on another machine.
+               "machine": f"{gpu_name()}, {machine()}", "date": time.strftime("%Y-%m-%d")}
     # A preprocessed image as a client that sends tensors would: float32 [1, 3, 224, 224].
     a.tensor = os.path.join(a.out, "input.f32")
     np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32).tofile(a.tensor)

@@ -9,13 +9,14 @@ folder is `docs/bench/`, which docs/benchmarks.md shows; `--out` puts them elsew
 import datetime
 import json
 import os
-import platform
 import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from common import machine  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "docs", "bench")
@@ -26,30 +27,17 @@ def step(message):
     print(f"--> {message}", file=sys.stderr, flush=True)
 
 
-def machine():
-    """The CPU model and count, e.g. `AMD EPYC 9V74 (2 CPUs)`."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} CPUs)"
-
-
 class Report:
     """The files one benchmark run writes: `<out>/<name>.json` and `<out>/<name>-*.png`."""
 
-    def __init__(self, name, out=None, command=None):
+    def __init__(self, name, out=None, command=None, ran_on=None, date=None):
         self.name = name
         # What reproduces the run, for the line under each plot.
         self.command = command or f"./dev bench {name}"
         self.out = out or DEFAULT_OUT
-        self.machine = machine()
-        self.date = datetime.date.today().isoformat()
+        # Where and when it ran: this machine today, unless the figures came from elsewhere.
+        self.machine = ran_on or machine()
+        self.date = date or datetime.date.today().isoformat()
         os.makedirs(self.out, exist_ok=True)
         self.files = []
 
