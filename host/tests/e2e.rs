@@ -238,15 +238,12 @@ fn a_guest_sees_only_what_its_manifest_grants() {
 #[test]
 fn a_missing_model_mount_is_refused_at_start_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let moved = text.replace(
+    let manifest = classify_manifest_with(
+        dir.path(),
         "destination = \"/models/efficientnet-lite0\"",
         "destination = \"/models/elsewhere\"",
     );
-    assert_ne!(text, moved);
-    std::fs::write(&manifest, moved).unwrap();
-    let err = refused_start(manifest.to_str().unwrap(), &[]);
+    let err = refused_start(&manifest, &[]);
     assert!(
         err.contains("`component.image-classify.files`")
             && err.contains("destination = \"/models/efficientnet-lite0\""),
@@ -259,15 +256,12 @@ fn a_missing_model_mount_is_refused_at_start_with_the_fix() {
 #[test]
 fn a_bad_setting_is_a_500_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let bad = text.replace(
+    let manifest = classify_manifest_with(
+        dir.path(),
         "SCORIA_MODEL = \"efficientnet-lite0\"",
         "SCORIA_MODEL = \"efficientnet-lite0\", SCORIA_MAX_IMAGES = \"lots\"",
     );
-    assert_ne!(text, bad);
-    std::fs::write(&manifest, bad).unwrap();
-    let s = Server::start(manifest.to_str().unwrap(), &[]);
+    let s = Server::start(&manifest, &[]);
     let (st, v) = s.post("/classify", "image/jpeg", photo("chelsea.jpg"));
     assert_error(st, &v, 500, "misconfigured");
     assert!(v.to_string().contains("SCORIA_MAX_IMAGES=`lots`"), "{v}");
@@ -278,12 +272,8 @@ fn a_bad_setting_is_a_500_that_names_it() {
 #[test]
 fn a_route_under_the_hosts_own_endpoints_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = classify_manifest(dir.path(), &root().join("models"), "efficientnet-lite0");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let moved = text.replace("route = \"/classify\"", "route = \"/metrics\"");
-    assert_ne!(text, moved);
-    std::fs::write(&manifest, moved).unwrap();
-    let err = refused_start(manifest.to_str().unwrap(), &[]);
+    let manifest = classify_manifest_with(dir.path(), "route = \"/classify\"", "route = \"/metrics\"");
+    let err = refused_start(&manifest, &[]);
     assert!(
         err.contains("route `/metrics` is served by the host itself"),
         "{err}"

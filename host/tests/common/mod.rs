@@ -217,6 +217,16 @@ models = ["{model}"]
     )
 }
 
+/// `classify_manifest` for EfficientNet-Lite0 in `dir`, with `from` replaced by `to` (which
+/// must occur in it); returns the manifest's path.
+pub fn classify_manifest_with(dir: &Path, from: &str, to: &str) -> String {
+    let manifest = classify_manifest(dir, &root().join("models"), "efficientnet-lite0");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(from), "`{from}` is not in the manifest:\n{text}");
+    std::fs::write(&manifest, text.replace(from, to)).unwrap();
+    manifest.display().to_string()
+}
+
 /// A copy of the EfficientNet-Lite0 folder in `<dir>/models` whose card is `edit`ed, and a
 /// manifest in `dir` serving it at `/classify`. Returns the manifest's path. The ONNX Runtime
 /// library and the compile cache are found through a `.cache` link beside it.
