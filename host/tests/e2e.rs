@@ -529,5 +529,20 @@ fn a_preprocessed_tensor_gets_the_answer_its_photo_gets() {
         let (status, v) = s.post("/classify", "application/x-tensor", body);
         assert_error(status, &v, 400, "invalid_tensor");
     }
+    // All NaN, all infinite, or one NaN among real pixels: not an image.
+    let filled = |v: f32| -> Vec<u8> { v.to_le_bytes().repeat(tensor.len() / 4) };
+    let mut one_nan = tensor.clone();
+    one_nan[400..404].copy_from_slice(&f32::NAN.to_le_bytes());
+    for body in [
+        filled(f32::NAN),
+        filled(f32::INFINITY),
+        filled(f32::NEG_INFINITY),
+        one_nan,
+    ] {
+        let (status, v) = s.post("/classify", "application/x-tensor", body);
+        assert_error(status, &v, 400, "invalid_tensor");
+    }
+    let (status, again) = s.post("/classify", "application/x-tensor", tensor.clone());
+    assert_eq!((status, &again["predictions"]), (200, &from_photo["predictions"]));
     s.assert_alive();
 }

@@ -230,6 +230,12 @@ fn bad_questions_get_4xx_json_errors_and_harm_nothing() {
     assert!(long.len() < 8192);
     let (status, v) = s.post("/faq", "text/plain", long.into_bytes());
     assert_eq!(status, 200, "{v}");
+    // A body too big to hold any question within the limit is refused by its size, and the
+    // answer says it is the body's.
+    let (status, v) = s.post("/faq", "text/plain", "x".repeat(60_000).into_bytes());
+    assert_error(status, &v, 413, "question_too_large");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("the request body has 60000 bytes"), "{v}");
     s.assert_alive();
     let (status, v) = ask(&s, json!({"question": "sort numbers correctly"}));
     assert_eq!((status, ids(&v)[0].as_str()), (200, "array-sort-numbers"), "{v}");

@@ -143,7 +143,15 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
         })?;
     // JSON escapes can at most sextuple a character; anything bigger cannot hold a valid question.
     if body.len() > max_bytes * 6 + 1024 {
-        return Err(too_long(body.len(), max_bytes));
+        return Err(ApiError::new(
+            413,
+            "question_too_large",
+            format!(
+                "the request body has {} bytes, more than any question within the limit of {max_bytes} bytes \
+                 (SCORIA_MAX_QUESTION_BYTES) can take",
+                body.len()
+            ),
+        ));
     }
     let q = parse(&body, content_type.as_deref(), query_k)?;
     if q.text.len() > max_bytes {

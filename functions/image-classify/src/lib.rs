@@ -194,9 +194,9 @@ fn decode_all(images: &Images, pre: &Preprocess) -> Result<(usize, Vec<f32>), Ap
             };
             match e {
                 vision::VisionError::Empty => ApiError::bad_request("empty_body", msg),
-                vision::VisionError::TooManyPixels { .. } | vision::VisionError::TooLarge(_) => {
-                    ApiError::bad_request("image_too_large", msg)
-                }
+                vision::VisionError::TooManyPixels { .. }
+                | vision::VisionError::TooManyBytes { .. }
+                | vision::VisionError::TooLarge(_) => ApiError::bad_request("image_too_large", msg),
                 _ => ApiError::bad_request("invalid_image", msg),
             }
         })?;
@@ -218,6 +218,16 @@ fn tensor_images(bytes: &[u8], crop: u32, max_images: usize) -> Result<usize, Ap
                  so a multiple of {per_image} bytes; got {} bytes",
                 bytes.len()
             ),
+        ));
+    }
+    // NaN and infinities give ordinary-looking predictions; the client sent no image.
+    if let Some(i) = bytes
+        .chunks_exact(4)
+        .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_tensor",
+            format!("value {i} of the tensor is NaN or infinite; every value must be a finite float32"),
         ));
     }
     Ok(n)

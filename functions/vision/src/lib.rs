@@ -3,7 +3,7 @@
 //! Kept free of WASI and HTTP so that the arithmetic that decides a prediction can be unit
 //! tested natively, and so that the native benchmark baseline runs exactly this code.
 
-use image::{imageops::FilterType, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{imageops::FilterType, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::Deserialize;
 use std::io::Cursor;
 
@@ -20,6 +20,19 @@ pub enum VisionError {
     /// The header claims more pixels than allowed; refused before decoding.
     #[error("the image is {width}x{height} pixels, over the limit of {max} pixels")]
     TooManyPixels { width: u32, height: u32, max: u64 },
+    /// Its pixels would take more memory than allowed (deep colour, alpha); refused before
+    /// decoding.
+    #[error(
+        "the image's {width}x{height} pixels at {bytes_per_pixel} bytes each decode to {bytes} bytes, \
+         over the limit of {max} bytes (4 bytes a pixel of the pixel limit)"
+    )]
+    TooManyBytes {
+        width: u32,
+        height: u32,
+        bytes_per_pixel: u16,
+        bytes: u64,
+        max: u64,
+    },
     /// The decoder refused the header's dimensions as too large to hold in memory.
     #[error("the image is too large to decode: {0}")]
     TooLarge(String),
@@ -82,7 +95,9 @@ impl Preprocess {
     }
 }
 
-/// Decode an image, refusing it before decoding if its header claims more than `max_pixels`.
+/// Decode an image, refusing it before decoding if its header claims more than `max_pixels`,
+/// or pixels that take more than `4 * max_pixels` bytes decoded (16-bit channels and alpha
+/// cost up to 8 bytes a pixel, so the pixel count alone does not bound the memory).
 ///
 /// The format is sniffed from the bytes, so a mislabelled but valid image still works.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
@@ -93,15 +108,18 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(VisionError::NotAnImage);
     }
+    let max_bytes = max_pixels.saturating_mul(4);
     let reader = |b| ImageReader::with_format(Cursor::new(b), format);
-    // Reading the header allocates nothing big; our own pixel limit below is the check.
+    // Reading the header allocates nothing big; our own limits below are the check.
     let mut header = reader(bytes);
     header.no_limits();
-    let (width, height) = header.into_dimensions().map_err(|e| match e {
+    let invalid = |e| match e {
         // On wasm32 some decoders size their buffers while reading the header.
         image::ImageError::Limits(l) => VisionError::TooLarge(l.to_string()),
         e => VisionError::Invalid(e.to_string()),
-    })?;
+    };
+    let decoder = header.into_decoder().map_err(invalid)?;
+    let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(VisionError::TooManyPixels {
             width,
@@ -109,9 +127,20 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
             max: max_pixels,
         });
     }
+    let decoded = decoder.total_bytes();
+    if decoded > max_bytes {
+        return Err(VisionError::TooManyBytes {
+            width,
+            height,
+            bytes_per_pixel: decoder.color_type().bytes_per_pixel().into(),
+            bytes: decoded,
+            max: max_bytes,
+        });
+    }
+    drop(decoder);
     let mut limits = Limits::default();
-    // Decoded RGBA at 4 bytes a pixel plus decoder scratch; the pixel check above is the real bound.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 20));
+    // The decoded pixels plus decoder scratch; the checks above are the real bound.
+    limits.max_alloc = Some(max_bytes.saturating_mul(2).max(1 << 20));
     let mut r = reader(bytes);
     r.limits(limits);
     let img = r.decode().map_err(|e| VisionError::Invalid(e.to_string()))?;
@@ -512,6 +541,25 @@ mod tests {
             decode(&png, 64 * 63),
             Err(VisionError::TooManyPixels { .. })
         ));
+    }
+
+    #[test]
+    fn decode_refuses_deep_pixels_that_fit_the_pixel_count() {
+        // 16-bit RGBA: 8 bytes a pixel, twice what the limit allows for this pixel count.
+        let mut png = Vec::new();
+        image::ImageBuffer::<image::Rgba<u16>, _>::new(64, 64)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        assert!(matches!(
+            decode(&png, 64 * 64),
+            Err(VisionError::TooManyBytes {
+                bytes_per_pixel: 8,
+                bytes: 32768,
+                max: 16384,
+                ..
+            })
+        ));
+        assert!(decode(&png, 64 * 64 * 2).is_ok());
     }
 
     #[test]
