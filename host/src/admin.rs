@@ -7,8 +7,11 @@
 //! - the same for models under `/admin/models/<name>`: `PUT` takes the new weights (ONNX
 //!   bytes, same card), loaded beside the serving version and then swapped in.
 //!
-//! Every call needs `Authorization: Bearer <token>`, compared in constant time.
+//! Every call needs `Authorization: Bearer <token>`, compared in constant time. Uploads are
+//! bounded by `--admin-max-upload-mib`: a declared size over it gets 413 before any byte is
+//! read. Refusals are short and never repeat the upload.
 
+use crate::auth::bearer_token;
 use crate::deployment::{Deployments, SwapError};
 use crate::nn::LoadedModel;
 use crate::response::{Body, error, json};
@@ -21,11 +24,19 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
 
-/// Largest component accepted by `PUT`.
-const MAX_COMPONENT_BYTES: usize = 256 << 20;
+/// The default of `--admin-max-upload-mib` (ResNet-152 in f32 is 240 MB).
+pub const DEFAULT_MAX_UPLOAD_MIB: usize = 1024;
 
-/// Largest model accepted by `PUT` (ResNet-152 in f32 is 240 MB).
-const MAX_MODEL_BYTES: usize = 2 << 30;
+/// Longest refusal message sent back or logged: a compiler's or loader's error can quote
+/// its input, and the input is the client's upload.
+const MAX_MESSAGE: usize = 400;
+
+/// The admin API's settings.
+pub struct AdminConfig {
+    pub token: AdminToken,
+    /// Largest component or model accepted by `PUT`, in bytes.
+    pub max_upload: usize,
+}
 
 /// The admin bearer token (its digest; the token itself is not kept).
 pub struct AdminToken {
@@ -49,21 +60,17 @@ impl AdminToken {
     }
 
     fn accepts(&self, headers: &http::HeaderMap) -> bool {
-        let Some(presented) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
+        let Some(presented) = bearer_token(headers) else {
             return false;
         };
-        let d: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&d).into()
     }
 }
 
 /// Serve one admin request.
-pub async fn handle(state: &Deployments, token: &AdminToken, req: Request<Incoming>) -> Response<Body> {
-    if !token.accepts(req.headers()) {
+pub async fn handle(state: &Deployments, config: &AdminConfig, req: Request<Incoming>) -> Response<Body> {
+    if !config.token.accepts(req.headers()) {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -81,7 +88,7 @@ pub async fn handle(state: &Deployments, token: &AdminToken, req: Request<Incomi
         (Method::GET, ["functions"]) => list(state),
         (Method::PUT, ["functions", id]) => {
             let id = id.to_string();
-            let bytes = match read_body(req, MAX_COMPONENT_BYTES, "component").await {
+            let bytes = match read_body(req, config.max_upload, "component").await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -96,7 +103,7 @@ pub async fn handle(state: &Deployments, token: &AdminToken, req: Request<Incomi
         (Method::GET, ["models"]) => list_models(state),
         (Method::PUT, ["models", name]) => {
             let name = name.to_string();
-            let bytes = match read_body(req, MAX_MODEL_BYTES, "model").await {
+            let bytes = match read_body(req, config.max_upload, "model").await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -131,13 +138,27 @@ pub async fn handle(state: &Deployments, token: &AdminToken, req: Request<Incomi
     }
 }
 
-/// The whole body of an upload, or the 413 answer for one over `limit`.
+/// The whole body of an upload, or the 413 answer for one over `limit` (at once when its
+/// declared size is over, without reading it).
 async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<bytes::Bytes, Response<Body>> {
+    let too_large = || {
+        let msg = format!("the {what} is over the upload limit of {limit} bytes (--admin-max-upload-mib)");
+        error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg)
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => {
-            let msg = format!("cannot read the {what} (limit {limit} bytes): {e}");
-            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg))
+            let msg = format!("cannot read the {what}: {e}");
+            Err(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg))
         }
     }
 }
@@ -207,8 +228,21 @@ fn swap_error(id: &str, e: SwapError) -> Response<Body> {
         SwapError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
         SwapError::InvalidModel(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_model"),
     };
-    tracing::warn!(component = %id, error = %e, "swap refused; the current version keeps serving");
-    error(status, code, &format!("`{id}`: {e}"))
+    let why = shortened(&e.to_string());
+    tracing::warn!(component = %id, error = %why, "swap refused; the current version keeps serving");
+    error(status, code, &format!("`{id}`: {why}"))
+}
+
+/// `text` cut to [`MAX_MESSAGE`] bytes on a character boundary, marked when cut.
+fn shortened(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
 }
 
 fn unix_seconds(f: &Function) -> u64 {
@@ -217,4 +251,38 @@ fn unix_seconds(f: &Function) -> u64 {
 
 fn seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(1000);
+        let cut = shortened(&long);
+        assert!(cut.len() < MAX_MESSAGE + 40, "{}", cut.len());
+        assert!(cut.ends_with("(2000 bytes in all)"), "{cut}");
+        assert_eq!(shortened("short"), "short");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let token = AdminToken::load(&file).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let mut h = http::HeaderMap::new();
+            let v = format!("{scheme} 0123456789abcdef0123");
+            h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+            assert!(token.accepts(&h), "{scheme}");
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            "Basic 0123456789abcdef0123".parse().unwrap(),
+        );
+        assert!(!token.accepts(&h));
+    }
 }

@@ -34,6 +34,14 @@ pub enum KeysError {
     },
 }
 
+/// The credentials of `Authorization: Bearer <token>`, trimmed. The scheme's name is
+/// case-insensitive in HTTP (RFC 9110, 11.1), so `bearer` and `BEARER` count too.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Why a request was or was not let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -119,10 +127,7 @@ impl ApiKeys {
 
     /// Decide for a request to `component` with these headers.
     pub fn check(&self, headers: &http::HeaderMap, component: &str) -> Decision {
-        let presented = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        let presented = bearer_token(headers)
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         let Some(presented) = presented else {
@@ -170,8 +175,10 @@ two-functions-key-00 image-classify, faq-match
     #[test]
     fn bearer_and_x_api_key_are_accepted() {
         let k = keys();
-        let h = headers(&[("authorization", "Bearer 0123456789abcdef0123")]);
-        assert_eq!(k.check(&h, "image-classify"), Decision::Allowed);
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let h = headers(&[("authorization", format!("{scheme} 0123456789abcdef0123").as_str())]);
+            assert_eq!(k.check(&h, "image-classify"), Decision::Allowed, "{scheme}");
+        }
         let h = headers(&[("x-api-key", "faq-only-key-000000")]);
         assert_eq!(k.check(&h, "faq-match"), Decision::Allowed);
     }

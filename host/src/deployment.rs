@@ -109,6 +109,13 @@ impl Deployments {
         bytes: Bytes,
     ) -> Result<(Function, Option<Function>), SwapError> {
         let ctx = self.context.get().ok_or(SwapError::NotReady)?;
+        // Anything else would be parsed as WebAssembly text, and the parser's error quotes it.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(SwapError::Invalid(
+                "not a WebAssembly binary (it does not start with `\\0asm`); upload the built .wasm file"
+                    .into(),
+            ));
+        }
         let spec = self
             .manifest
             .components

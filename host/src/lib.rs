@@ -13,6 +13,7 @@ pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod choice;
 pub mod deployment;

@@ -2,8 +2,9 @@
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use scoria::admin::AdminToken;
+use scoria::admin::{AdminConfig, AdminToken};
 use scoria::auth::ApiKeys;
+use scoria::budget::MemoryBudget;
 use scoria::cache::CompileCache;
 use scoria::loader::{BackendChoice, Batching, ModelLoader};
 use scoria::manifest::Manifest;
@@ -130,6 +131,26 @@ struct UpArgs {
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     #[arg(long, default_value_t = 25)]
     drain_timeout: u64,
+    /// Seconds a connection has to send a request's headers, from its opening or its previous
+    /// response; idle keep-alive connections are closed after it.
+    #[arg(long, default_value_t = 15.0)]
+    idle_timeout: f64,
+    /// Seconds a request's body has to arrive once its headers are in; past it, 408.
+    #[arg(long, default_value_t = 15.0)]
+    body_timeout: f64,
+    /// Client connections served at once (lowered to fit the open-files limit). Past it, 32
+    /// more are read for /healthz, /readyz and /metrics only, and the rest are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// MiB that request bodies and guest memories may hold at once, host-wide; work that does
+    /// not fit gets 503 with Retry-After. Default: half the container's memory limit, or half
+    /// the machine's memory.
+    #[arg(long)]
+    memory_budget_mib: Option<usize>,
+    /// Largest component or model the admin API accepts, in MiB; a larger declared upload
+    /// gets 413 before it is read.
+    #[arg(long, default_value_t = scoria::admin::DEFAULT_MAX_UPLOAD_MIB)]
+    admin_max_upload_mib: usize,
     /// Inference backend: `tract` (pure Rust, CPU), `onnxruntime`, or `auto`: ONNX Runtime
     /// with CUDA on a GPU device, otherwise the faster of the two per model, measured at load.
     /// A model's `backend` in model.toml wins.
@@ -340,6 +361,47 @@ fn plugin(locked_url: &str) -> anyhow::Result<()> {
     up(up_args, manifest)
 }
 
+/// File descriptors kept free of connections: models, compiled code, mounts, logs.
+const SPARE_FDS: u64 = 256;
+
+/// `requested` connections, or fewer if the open-files limit cannot hold them. The soft limit
+/// is first raised to the hard one, as servers commonly do, since a shell's default (1024) is
+/// far below what a pod allows.
+fn connection_cap(requested: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return requested;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fits = usize::try_from(soft.saturating_sub(SPARE_FDS + 32))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if fits < requested {
+        tracing::warn!(
+            requested,
+            allowed = fits,
+            open_files_limit = soft,
+            "--max-connections lowered to fit the open-files limit"
+        );
+    }
+    requested.min(fits)
+}
+
 fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
     let loader = Arc::new(ModelLoader::new(
         args.backend,
@@ -357,7 +419,17 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         None => None,
     };
     let request_timeout = Duration::from_secs(args.request_timeout);
+    let budget = MemoryBudget::new(
+        args.memory_budget_mib
+            .map(|m| m << 20)
+            .unwrap_or_else(scoria::budget::default_limit),
+    );
+    let seconds = |flag: &str, s: f64| {
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("--{flag} must be a number of seconds, not {s}"))
+    };
     let limits = Limits {
+        budget: budget.clone(),
         request_timeout,
         max_memory: args.max_guest_memory_mib << 20,
         max_instances: u32::try_from(args.max_concurrency * manifest.components.len())
@@ -371,9 +443,16 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         max_queued: args.max_queue,
         queue_timeout: request_timeout,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        body_timeout: seconds("body-timeout", args.body_timeout)?,
+        max_connections: connection_cap(args.max_connections),
+        budget,
         api_keys,
-        admin_token: match &args.admin_token_file {
-            Some(f) => Some(Arc::new(AdminToken::load(f)?)),
+        admin: match &args.admin_token_file {
+            Some(f) => Some(Arc::new(AdminConfig {
+                token: AdminToken::load(f)?,
+                max_upload: args.admin_max_upload_mib << 20,
+            })),
             None => None,
         },
     };

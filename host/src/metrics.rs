@@ -5,7 +5,8 @@
 //! the per-function gauges are sampled from the admission gates when `/metrics` is scraped.
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::time::Duration;
 
@@ -46,6 +47,21 @@ pub struct Metrics {
     queue_delay_seconds: HistogramVec,
     instances_in_use: IntGaugeVec,
     queue_depth: IntGaugeVec,
+    open_connections: IntGauge,
+    connections_shed: IntCounter,
+    memory_reserved: IntGauge,
+    memory_budget: IntGauge,
+}
+
+/// Host-wide gauges sampled when `/metrics` is rendered.
+#[derive(Default)]
+pub struct HostGauges {
+    /// Connections open now, past the cap included.
+    pub open_connections: usize,
+    /// Bytes held against the memory budget now.
+    pub memory_reserved: usize,
+    /// The memory budget.
+    pub memory_budget: usize,
 }
 
 /// Per-function gauges sampled when `/metrics` is rendered.
@@ -84,7 +100,29 @@ impl Default for Metrics {
                 IntGaugeVec::new(Opts::new(name, help), &["function"]).expect("valid gauge"),
             )
         };
+        let host_gauge =
+            |name: &str, help: &str| add(&registry, IntGauge::new(name, help).expect("valid gauge"));
         Self {
+            open_connections: host_gauge(
+                "scoria_open_connections",
+                "Client connections open now, those past --max-connections included.",
+            ),
+            connections_shed: add(
+                &registry,
+                IntCounter::new(
+                    "scoria_connections_shed_total",
+                    "Connections past --max-connections closed to make room in the probe reserve.",
+                )
+                .expect("valid counter"),
+            ),
+            memory_reserved: host_gauge(
+                "scoria_memory_reserved_bytes",
+                "Bytes of request bodies and guest memories held against the memory budget.",
+            ),
+            memory_budget: host_gauge(
+                "scoria_memory_budget_bytes",
+                "The memory budget (--memory-budget-mib).",
+            ),
             ready: add(
                 &registry,
                 IntGauge::new(
@@ -151,6 +189,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// One connection of the probe reserve closed to make room for a newer one.
+    pub fn connection_shed(&self) {
+        self.connections_shed.inc();
+    }
+
     /// One `compute` on a model: how long it waited for its backend run to start. The run's
     /// own time and size count once per run (by its leader), not once per merged caller.
     pub fn inference(&self, model: &str, backend: &str, run: &InferenceRun) {
@@ -171,10 +214,13 @@ impl Metrics {
     }
 
     /// The text exposition format, with `ready` and the per-function `gauges` as they are now.
-    pub fn render(&self, ready: bool, gauges: &[FunctionGauges]) -> String {
+    pub fn render(&self, ready: bool, host: &HostGauges, gauges: &[FunctionGauges]) -> String {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.ready.set(i64::from(ready));
+        self.open_connections.set(gauge(host.open_connections));
+        self.memory_reserved.set(gauge(host.memory_reserved));
+        self.memory_budget.set(gauge(host.memory_budget));
         for g in gauges {
-            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
             self.instances_in_use
                 .with_label_values(&[&g.function])
                 .set(gauge(g.in_use));
@@ -200,8 +246,14 @@ mod tests {
         m.request("f", 200, Duration::from_millis(3));
         m.request("f", 200, Duration::from_millis(30));
         m.request("f", 500, Duration::from_millis(30));
+        let host = HostGauges {
+            open_connections: 3,
+            memory_reserved: 10,
+            memory_budget: 100,
+        };
         let text = m.render(
             true,
+            &host,
             &[FunctionGauges {
                 function: "f".into(),
                 in_use: 2,
@@ -246,7 +298,7 @@ mod tests {
             m.inference("resnet", "onnxruntime", &run(3, 4, leader));
         }
         m.inference("resnet", "onnxruntime", &run(2, 2, true));
-        let text = m.render(true, &[]);
+        let text = m.render(true, &HostGauges::default(), &[]);
         assert!(
             text.contains("scoria_batch_padding_rows_total{model=\"resnet\"} 1"),
             "{text}"

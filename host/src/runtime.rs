@@ -12,6 +12,7 @@
 //! What a guest can reach is decided here, from its manifest entry: environment variables,
 //! read-only directory mounts, outbound HTTP hosts and the models it may load.
 
+use crate::budget::{MemoryBudget, Reservation};
 use crate::cache::CompileCache;
 use crate::manifest::{Component as ComponentSpec, FileMount};
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct Limits {
     pub max_memory: usize,
     /// Instances that may exist at once across all functions.
     pub max_instances: u32,
+    /// What all guests' memories together may hold (with the bodies the server buffers).
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_memory: 1 << 30,
             max_instances: 256,
+            budget: MemoryBudget::new(usize::MAX),
         }
     }
 }
@@ -305,6 +309,7 @@ impl FunctionState {
             nn: NnCtx::new(self.grants.models.clone(), self.grants.metrics.clone()),
             limits: GuestLimits {
                 max_memory: self.limits.max_memory,
+                reserved: self.limits.budget.reservation(),
                 request: request.clone(),
             },
             request,
@@ -463,50 +468,55 @@ impl WorkerExpiration for Deadline {
     }
 }
 
-/// Caps a guest's linear memory. Growing past the cap traps with [`MemoryLimitExceeded`], so
-/// the server can tell the client why (rather than the guest seeing a failed `memory.grow`).
+/// Caps a guest's linear memory, per instance and against the host-wide budget. Growing past
+/// either traps with [`MemoryLimitExceeded`], so the server can tell the client why (rather
+/// than the guest seeing a failed `memory.grow`).
 struct GuestLimits {
     max_memory: usize,
+    /// The instance's memories, held against the budget until the instance is dropped.
+    reserved: Reservation,
     request: RequestSlot,
 }
 
-/// The trap raised when a guest tries to grow its memory past `--max-guest-memory-mib`.
-#[derive(Debug, Clone)]
-pub struct MemoryLimitExceeded {
-    pub limit: usize,
+/// The trap raised when a guest's memory may not grow.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MemoryLimitExceeded {
+    /// Past `--max-guest-memory-mib`: the request itself asks too much (500).
+    #[error("the function tried to use more than its memory limit of {} MiB", .limit >> 20)]
+    Instance { limit: usize },
+    /// Past `--memory-budget-mib`: other requests hold the memory now (503, retry).
+    #[error(
+        "the host's memory budget of {} MiB is taken by other requests; retry shortly",
+        .budget >> 20
+    )]
+    Budget { budget: usize },
 }
-
-impl std::fmt::Display for MemoryLimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the function tried to use more than its memory limit of {} MiB",
-            self.limit >> 20
-        )
-    }
-}
-
-impl std::error::Error for MemoryLimitExceeded {}
 
 impl ResourceLimiter for GuestLimits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            let exceeded = MemoryLimitExceeded {
+        let total = self.reserved.bytes() + desired.saturating_sub(current);
+        let exceeded = if desired > self.max_memory {
+            MemoryLimitExceeded::Instance {
                 limit: self.max_memory,
-            };
-            if let Ok(slot) = self.request.lock()
-                && let Some(r) = slot.as_ref()
-            {
-                let _ = r.memory_exceeded.set(exceeded.clone());
             }
-            return Err(exceeded.into());
+        } else if !self.reserved.resize(total) {
+            MemoryLimitExceeded::Budget {
+                budget: self.reserved.budget().limit(),
+            }
+        } else {
+            return Ok(true);
+        };
+        if let Ok(slot) = self.request.lock()
+            && let Some(r) = slot.as_ref()
+        {
+            let _ = r.memory_exceeded.set(exceeded.clone());
         }
-        Ok(true)
+        Err(exceeded.into())
     }
 
     fn table_growing(

@@ -2,30 +2,42 @@
 //!
 //! Order of work for a request, cheapest first, all before any guest code runs:
 //! open endpoints (`/healthz`, `/readyz`, `/metrics`) -> route lookup (404) -> API key
-//! (401/403) -> readiness (503) -> declared body size (413) -> concurrency slot (503 with
-//! `Retry-After`) -> read the body up to the limit (413) -> fresh instance of the function.
+//! (401/403) -> readiness (503) -> declared body size (413) -> read the body, within its
+//! deadline (408), its size limit (413) and the memory budget (503) -> concurrency slot (503
+//! with `Retry-After`) -> fresh instance of the function. A slow client so costs a connection
+//! and some budget, never a slot that others are waiting for.
+//!
+//! Connections are bounded too: a client has `--idle-timeout` to send each request's headers
+//! (from the connection's opening or its previous response), and at most `--max-connections`
+//! are served. Past that cap a small reserve of connections is still read, for the open
+//! endpoints only, so that probes keep answering; when the reserve is full, a new connection
+//! takes the place of its oldest one, which is closed. A probe sends its request as soon as it
+//! connects, so a flood of idle connections cannot keep it out. Every answer that leaves a request body unread closes its connection, so the next
+//! request on it cannot be read from the middle of that body.
 
-use crate::admin::AdminToken;
+use crate::admin::AdminConfig;
 use crate::admission::{Admission, Rejected};
 use crate::auth::{ApiKeys, Decision};
+use crate::budget::{MemoryBudget, Reservation};
 use crate::deployment::Deployments;
 use crate::manifest::Manifest;
-use crate::metrics::{FunctionGauges, Metrics};
+use crate::metrics::{FunctionGauges, HostGauges, Metrics};
 use crate::response::{Body, BoxError, error, json, respond};
 use crate::runtime::{MemoryLimitExceeded, RequestState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 /// Server settings that do not come from the manifest.
@@ -42,11 +54,29 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Time a connection has to send a request's headers, from its opening or its previous
+    /// response: bounds idle keep-alive connections and slowly sent headers alike.
+    pub idle_timeout: Duration,
+    /// Time a request's body has to arrive once its headers are in.
+    pub body_timeout: Duration,
+    /// Connections served at once; see the module's doc for what happens past it.
+    pub max_connections: usize,
+    /// Request bodies are held against it while their request runs, beside guest memories.
+    pub budget: Arc<MemoryBudget>,
     /// `None`: function routes are open.
     pub api_keys: Option<Arc<ApiKeys>>,
     /// `None`: the admin API is off.
-    pub admin_token: Option<Arc<AdminToken>>,
+    pub admin: Option<Arc<AdminConfig>>,
 }
+
+/// Connections past `max_connections` still read, for the open endpoints only.
+const PROBE_CONNECTIONS: usize = 32;
+
+/// Time a connection past the cap has to send its one request.
+const PROBE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The endpoints that answer on every connection, without a key.
+const OPEN_ENDPOINTS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Shared server state. Functions appear once they are compiled and their models loaded;
 /// until then `/readyz` says 503 and function routes answer 503.
@@ -59,6 +89,12 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     next_id: AtomicU64,
+    /// Connections open within `max_connections`.
+    connections: AtomicUsize,
+    /// Connections open past it, in the probe reserve.
+    probe_connections: AtomicUsize,
+    /// The reserve's connection tasks, oldest first (some may have ended).
+    probe_tasks: Mutex<VecDeque<AbortHandle>>,
 }
 
 impl AppState {
@@ -81,6 +117,9 @@ impl AppState {
             metrics,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            probe_connections: AtomicUsize::new(0),
+            probe_tasks: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -97,6 +136,21 @@ impl AppState {
     /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
         self.deployments.is_ready() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Close the probe reserve's oldest open connection, to make room for a new one; its
+    /// place is given back as its task is dropped.
+    fn close_oldest_probe_connection(&self) {
+        let Ok(mut tasks) = self.probe_tasks.lock() else {
+            return;
+        };
+        while let Some(task) = tasks.pop_front() {
+            if !task.is_finished() {
+                task.abort();
+                self.metrics.connection_shed();
+                return;
+            }
+        }
     }
 
     /// `(route, component)` pairs, most specific first, for logs.
@@ -118,6 +172,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut served = hyper::server::conn::http1::Builder::new();
+    served
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(state.config.idle_timeout);
+    let mut probe_only = hyper::server::conn::http1::Builder::new();
+    probe_only
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(PROBE_HEADER_TIMEOUT);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -131,21 +195,25 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let place = ConnectionPlace::take(&state);
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let builder = if place.probe_only { &probe_only } else { &served };
+        let probes_only = place.probe_only;
+        let served_state = state.clone();
         let service = hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer).await) }
+            let state = served_state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer, probes_only).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(place);
         });
+        if probes_only && let Ok(mut tasks) = state.probe_tasks.lock() {
+            tasks.push_back(task.abort_handle());
+        }
     }
     state.draining.store(true, Ordering::Release);
     drop(listener);
@@ -157,12 +225,73 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// A connection's place, within the cap or in the probe reserve, given back when dropped.
+struct ConnectionPlace {
+    state: Arc<AppState>,
+    probe_only: bool,
+}
+
+impl ConnectionPlace {
+    /// A place within the cap, else one in the probe reserve, closing the reserve's oldest
+    /// connection if it is full.
+    fn take(state: &Arc<AppState>) -> Self {
+        let max = state.config.max_connections;
+        let within = state
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !within {
+            if state.probe_connections.load(Ordering::Acquire) >= PROBE_CONNECTIONS {
+                state.close_oldest_probe_connection();
+            }
+            state.probe_connections.fetch_add(1, Ordering::AcqRel);
+        }
+        Self {
+            state: state.clone(),
+            probe_only: !within,
+        }
+    }
+
+    fn count(&self) -> &AtomicUsize {
+        if self.probe_only {
+            &self.state.probe_connections
+        } else {
+            &self.state.connections
+        }
+    }
+}
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.count().fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    probes_only: bool,
+) -> Response<Body> {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (mut resp, component) = dispatch(&state, req, peer).await;
+    let has_body = !req.body().is_end_stream();
+    let mut body_read = false;
+    let (mut resp, component) = if probes_only && !OPEN_ENDPOINTS.contains(&path.as_str()) {
+        let msg = "the host is at its connection limit (--max-connections); retry shortly";
+        (overloaded("too_many_connections", msg), None)
+    } else {
+        dispatch(&state, req, peer, &mut body_read).await
+    };
+    if has_body && !body_read {
+        // The rest of the body is still on the connection: it cannot carry another request.
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -184,11 +313,21 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
     resp
 }
 
-async fn dispatch(
-    state: &AppState,
+/// A 503 that tells the client when to come back.
+fn overloaded(code: &str, msg: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, code, msg);
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Answer a request; `body_read` is set once its whole body has been read.
+async fn dispatch<'a>(
+    state: &'a AppState,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> (Response<Body>, Option<&str>) {
+    body_read: &mut bool,
+) -> (Response<Body>, Option<&'a str>) {
     let path = req.uri().path();
     match path {
         "/healthz" => return (json(StatusCode::OK, r#"{"status":"ok"}"#.into()), None),
@@ -216,7 +355,13 @@ async fn dispatch(
                     queued: a.queued(),
                 })
                 .collect();
-            let text = state.metrics.render(state.is_ready(), &gauges);
+            let host = HostGauges {
+                open_connections: state.connections.load(Ordering::Acquire)
+                    + state.probe_connections.load(Ordering::Acquire),
+                memory_reserved: state.config.budget.used(),
+                memory_budget: state.config.budget.limit(),
+            };
+            let text = state.metrics.render(state.is_ready(), &host, &gauges);
             return (
                 respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
                 None,
@@ -225,9 +370,12 @@ async fn dispatch(
         _ => {}
     }
     if path.starts_with("/admin/")
-        && let Some(token) = &state.config.admin_token
+        && let Some(admin) = &state.config.admin
     {
-        return (crate::admin::handle(&state.deployments, token, req).await, None);
+        let resp = crate::admin::handle(&state.deployments, admin, req).await;
+        // Uploads are read only by calls that get this far.
+        *body_read = resp.status().is_success();
+        return (resp, None);
     }
     let Some(trigger) = state.manifest.route(path) else {
         let routes: Vec<String> = state
@@ -290,7 +438,31 @@ async fn dispatch(
         return done(too_large());
     }
 
-    // Held until the function has answered, so bodies in memory are bounded too.
+    // The body first, under its deadline: a client that trickles it in holds no slot.
+    let reading = Instant::now();
+    let (parts, body) = req.into_parts();
+    let mut reserved = state.config.budget.reservation();
+    let read = read_body(body, limit, declared, &mut reserved);
+    let body = match tokio::time::timeout(state.config.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => return done(too_large()),
+        Ok(Err(BodyError::Budget)) => return done(budget_exhausted(state)),
+        Ok(Err(BodyError::Unreadable(e))) => {
+            let msg = format!("the request body could not be read: {e}");
+            return done(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg));
+        }
+        Err(_) => {
+            let msg = format!(
+                "the request body did not arrive within {} s (--body-timeout)",
+                state.config.body_timeout.as_secs_f64()
+            );
+            return done(error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &msg));
+        }
+    };
+    *body_read = true;
+    let read_in = reading.elapsed();
+
+    // Held until the function has answered.
     let waited = Instant::now();
     let _slot = match state.admission.get(component) {
         Some(a) => match a.admit(state.config.queue_timeout).await {
@@ -304,28 +476,13 @@ async fn dispatch(
                         format!("`{component}` stayed at its concurrency limit; gave up waiting")
                     }
                 };
-                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", &msg);
-                r.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return done(r);
+                return done(overloaded("overloaded", &msg));
             }
         },
         None => None,
     };
-
     let queued = waited.elapsed();
-    let reading = Instant::now();
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, limit as usize).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return done(too_large()),
-        Err(e) => {
-            let msg = format!("the request body could not be read: {e}");
-            return done(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg));
-        }
-    };
 
-    let body_read = reading.elapsed();
     let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
         Ok(r) => r,
         Err(e) => return done(error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())),
@@ -335,11 +492,12 @@ async fn dispatch(
         Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         Err(e) => guest_failure(component, &e, &request),
     };
+    drop(reserved);
     // Where the host's time went; the rest of `total` is the guest's own work and the hand-offs
     // between it and the host.
     let steps = [
         ("queue", Some(queued)),
-        ("body", Some(body_read)),
+        ("body", Some(read_in)),
         ("instance", request.instance()),
         ("inference", Some(request.inference.get())),
     ];
@@ -349,6 +507,61 @@ async fn dispatch(
         }
     }
     done(resp)
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    /// Over `--max-body-size`.
+    TooLarge,
+    /// The memory budget could not hold it.
+    Budget,
+    /// The connection failed mid-body.
+    Unreadable(String),
+}
+
+/// The whole body, held against `reserved` (all of a declared length at once, else frame by
+/// frame). A body that arrives in one frame is passed on without a copy.
+async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    declared: Option<u64>,
+    reserved: &mut Reservation,
+) -> Result<Bytes, BodyError> {
+    if let Some(n) = declared
+        && !reserved.resize(usize::try_from(n).unwrap_or(usize::MAX))
+    {
+        return Err(BodyError::Budget);
+    }
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if len > reserved.bytes() && !reserved.resize(len) {
+            return Err(BodyError::Budget);
+        }
+        frames.push(data);
+    }
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => frames.concat().into(),
+    })
+}
+
+/// The 503 for work the memory budget cannot hold now.
+fn budget_exhausted(state: &AppState) -> Response<Body> {
+    let msg = format!(
+        "the host's memory budget of {} MiB is taken by other requests (--memory-budget-mib); retry shortly",
+        state.config.budget.limit() >> 20
+    );
+    overloaded("memory_budget_exhausted", &msg)
 }
 
 /// Append `step;dur=<ms>` to the response's `Server-Timing`.
@@ -414,23 +627,33 @@ fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -
         );
     }
     if let Some(inst) = e.downcast_ref::<InstantiationError<Arc<RequestState>>>() {
+        if let Some(m @ MemoryLimitExceeded::Budget { .. }) = inst.error.downcast_ref() {
+            tracing::warn!(component, "memory budget exhausted at instantiation");
+            return overloaded("memory_budget_exhausted", &m.to_string());
+        }
         tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return overloaded(
             "instance_unavailable",
             "no instance could be created; retry shortly",
         );
     }
-    if let Some(m) = request
+    match request
         .memory_exceeded()
         .or_else(|| e.downcast_ref::<MemoryLimitExceeded>())
     {
-        tracing::warn!(component, "memory limit exceeded");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "memory_limit_exceeded",
-            &m.to_string(),
-        );
+        Some(m @ MemoryLimitExceeded::Budget { .. }) => {
+            tracing::warn!(component, "memory budget exhausted");
+            return overloaded("memory_budget_exhausted", &m.to_string());
+        }
+        Some(m @ MemoryLimitExceeded::Instance { .. }) => {
+            tracing::warn!(component, "memory limit exceeded");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "memory_limit_exceeded",
+                &m.to_string(),
+            );
+        }
+        None => {}
     }
     let detail = format!("{e:#}");
     tracing::error!(component, error = %detail, "function failed");
