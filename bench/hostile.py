@@ -182,7 +182,7 @@ def idle_connections(host, a):
     t = time.time()
     status, _, _ = host.request("GET", "/healthz", timeout=10)
     took = time.time() - t
-    deadline = time.time() + 60
+    deadline = time.time() + a.idle_timeout + 15
     while time.time() < deadline and host.metric("scoria_open_connections") > 10:
         time.sleep(1)
     left = host.metric("scoria_open_connections")
@@ -318,6 +318,7 @@ def main():
     ap.add_argument("--admin-token")
     ap.add_argument("--connections", type=int, default=6000, help="size of the connection flood")
     ap.add_argument("--duration", type=float, default=10, help="seconds of clients hanging up")
+    ap.add_argument("--idle-timeout", type=float, default=60, help="the host's --idle-timeout")
     ap.add_argument("--only", help="comma-separated attack names")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod choice;
+pub mod connection;
 pub mod deployment;
 pub mod index;
 pub mod loader;

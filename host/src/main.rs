@@ -131,10 +131,14 @@ struct UpArgs {
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     #[arg(long, default_value_t = 25)]
     drain_timeout: u64,
-    /// Seconds a connection has to send a request's headers, from its opening or its previous
-    /// response; idle keep-alive connections are closed after it.
-    #[arg(long, default_value_t = 15.0)]
+    /// Seconds a connection may stay open with no request, from its opening or its last
+    /// answer (keep-alive); then it is closed.
+    #[arg(long, default_value_t = 60.0)]
     idle_timeout: f64,
+    /// Seconds a request's headers have to arrive, from their first byte; then the connection
+    /// is closed.
+    #[arg(long, default_value_t = 10.0)]
+    header_read_timeout: f64,
     /// Seconds a request's body has to arrive once its headers are in; past it, 408.
     #[arg(long, default_value_t = 15.0)]
     body_timeout: f64,
@@ -444,6 +448,7 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         queue_timeout: request_timeout,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        header_timeout: seconds("header-read-timeout", args.header_read_timeout)?,
         body_timeout: seconds("body-timeout", args.body_timeout)?,
         max_connections: connection_cap(args.max_connections),
         budget,

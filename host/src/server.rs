@@ -7,18 +7,15 @@
 //! with `Retry-After`) -> fresh instance of the function. A slow client so costs a connection
 //! and some budget, never a slot that others are waiting for.
 //!
-//! Connections are bounded too: a client has `--idle-timeout` to send each request's headers
-//! (from the connection's opening or its previous response), and at most `--max-connections`
-//! are served. Past that cap a small reserve of connections is still read, for the open
-//! endpoints only, so that probes keep answering; when the reserve is full, a new connection
-//! takes the place of its oldest one, which is closed. A probe sends its request as soon as it
-//! connects, so a flood of idle connections cannot keep it out. Every answer that leaves a request body unread closes its connection, so the next
-//! request on it cannot be read from the middle of that body.
+//! Connections are bounded by [`crate::connection`]: how many, how long idle, how long to
+//! send headers. Every answer that leaves a request body unread closes its connection, so the
+//! next request on it cannot be read from the middle of that body.
 
 use crate::admin::AdminConfig;
 use crate::admission::{Admission, Rejected};
 use crate::auth::{ApiKeys, Decision};
 use crate::budget::{MemoryBudget, Reservation};
+use crate::connection::{Clock, Connections, PROBE_TIMEOUT, Watched};
 use crate::deployment::Deployments;
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, HostGauges, Metrics};
@@ -28,16 +25,15 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::task::AbortHandle;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
 
 /// Server settings that do not come from the manifest.
@@ -54,12 +50,13 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
-    /// Time a connection has to send a request's headers, from its opening or its previous
-    /// response: bounds idle keep-alive connections and slowly sent headers alike.
+    /// How long a connection may stay open with no request, from its opening or its last answer.
     pub idle_timeout: Duration,
+    /// Time a request's headers have to arrive, from their first byte.
+    pub header_timeout: Duration,
     /// Time a request's body has to arrive once its headers are in.
     pub body_timeout: Duration,
-    /// Connections served at once; see the module's doc for what happens past it.
+    /// Connections served at once; see [`crate::connection`] for what happens past it.
     pub max_connections: usize,
     /// Request bodies are held against it while their request runs, beside guest memories.
     pub budget: Arc<MemoryBudget>,
@@ -68,12 +65,6 @@ pub struct ServerConfig {
     /// `None`: the admin API is off.
     pub admin: Option<Arc<AdminConfig>>,
 }
-
-/// Connections past `max_connections` still read, for the open endpoints only.
-const PROBE_CONNECTIONS: usize = 32;
-
-/// Time a connection past the cap has to send its one request.
-const PROBE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The endpoints that answer on every connection, without a key.
 const OPEN_ENDPOINTS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
@@ -89,12 +80,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     next_id: AtomicU64,
-    /// Connections open within `max_connections`.
-    connections: AtomicUsize,
-    /// Connections open past it, in the probe reserve.
-    probe_connections: AtomicUsize,
-    /// The reserve's connection tasks, oldest first (some may have ended).
-    probe_tasks: Mutex<VecDeque<AbortHandle>>,
+    /// Open connections, and the cap on them.
+    connections: Arc<Connections>,
 }
 
 impl AppState {
@@ -111,15 +98,13 @@ impl AppState {
             .collect();
         Arc::new(Self {
             deployments: Arc::new(Deployments::new(manifest.clone(), metrics.clone())),
+            connections: Connections::new(config.max_connections, metrics.clone()),
             manifest,
             config,
             admission,
             metrics,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
-            probe_connections: AtomicUsize::new(0),
-            probe_tasks: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -136,21 +121,6 @@ impl AppState {
     /// Ready: everything loaded, and not draining.
     pub fn is_ready(&self) -> bool {
         self.deployments.is_ready() && !self.draining.load(Ordering::Acquire)
-    }
-
-    /// Close the probe reserve's oldest open connection, to make room for a new one; its
-    /// place is given back as its task is dropped.
-    fn close_oldest_probe_connection(&self) {
-        let Ok(mut tasks) = self.probe_tasks.lock() else {
-            return;
-        };
-        while let Some(task) = tasks.pop_front() {
-            if !task.is_finished() {
-                task.abort();
-                self.metrics.connection_shed();
-                return;
-            }
-        }
     }
 
     /// `(route, component)` pairs, most specific first, for logs.
@@ -173,15 +143,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut served = hyper::server::conn::http1::Builder::new();
-    served
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(state.config.idle_timeout);
+    served.keep_alive(true);
     let mut probe_only = hyper::server::conn::http1::Builder::new();
-    probe_only
-        .timer(TokioTimer::new())
-        .keep_alive(false)
-        .header_read_timeout(PROBE_HEADER_TIMEOUT);
+    probe_only.keep_alive(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -195,24 +159,39 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let place = ConnectionPlace::take(&state);
+        let place = state.connections.admit();
         let _ = stream.set_nodelay(true);
-        let builder = if place.probe_only { &probe_only } else { &served };
-        let probes_only = place.probe_only;
+        let probes_only = place.probe_only();
+        let (builder, clock) = if probes_only {
+            (&probe_only, Clock::new(PROBE_TIMEOUT, PROBE_TIMEOUT))
+        } else {
+            let c = &state.config;
+            (&served, Clock::new(c.idle_timeout, c.header_timeout))
+        };
         let served_state = state.clone();
+        let served_clock = clock.clone();
         let service = hyper::service::service_fn(move |req| {
-            let state = served_state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(state, req, peer, probes_only).await) }
+            let (state, clock) = (served_state.clone(), served_clock.clone());
+            async move {
+                clock.request_started();
+                let resp = handle(state, req, peer, probes_only).await;
+                clock.request_answered();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(Watched::new(stream, clock.clone()));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                },
+                () = clock.expired() => tracing::debug!(%peer, "connection closed: idle or headers too slow"),
             }
             drop(place);
         });
-        if probes_only && let Ok(mut tasks) = state.probe_tasks.lock() {
-            tasks.push_back(task.abort_handle());
+        if probes_only {
+            state.connections.track_probe(task.abort_handle());
         }
     }
     state.draining.store(true, Ordering::Release);
@@ -223,50 +202,6 @@ pub async fn serve(
         Err(_) => tracing::warn!("drain timeout reached; closing the remaining connections"),
     }
     Ok(())
-}
-
-/// A connection's place, within the cap or in the probe reserve, given back when dropped.
-struct ConnectionPlace {
-    state: Arc<AppState>,
-    probe_only: bool,
-}
-
-impl ConnectionPlace {
-    /// A place within the cap, else one in the probe reserve, closing the reserve's oldest
-    /// connection if it is full.
-    fn take(state: &Arc<AppState>) -> Self {
-        let max = state.config.max_connections;
-        let within = state
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !within {
-            if state.probe_connections.load(Ordering::Acquire) >= PROBE_CONNECTIONS {
-                state.close_oldest_probe_connection();
-            }
-            state.probe_connections.fetch_add(1, Ordering::AcqRel);
-        }
-        Self {
-            state: state.clone(),
-            probe_only: !within,
-        }
-    }
-
-    fn count(&self) -> &AtomicUsize {
-        if self.probe_only {
-            &self.state.probe_connections
-        } else {
-            &self.state.connections
-        }
-    }
-}
-
-impl Drop for ConnectionPlace {
-    fn drop(&mut self) {
-        self.count().fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 async fn handle(
@@ -356,8 +291,7 @@ async fn dispatch<'a>(
                 })
                 .collect();
             let host = HostGauges {
-                open_connections: state.connections.load(Ordering::Acquire)
-                    + state.probe_connections.load(Ordering::Acquire),
+                open_connections: state.connections.open(),
                 memory_reserved: state.config.budget.used(),
                 memory_budget: state.config.budget.limit(),
             };

@@ -206,27 +206,41 @@ fn a_slow_body_holds_no_slot_and_is_cut_off_at_its_deadline() {
     s.assert_alive();
 }
 
+/// Whether `tcp` is still open (nothing to read, and no end of stream).
+fn still_open(tcp: &mut TcpStream) -> bool {
+    tcp.set_nonblocking(true).unwrap();
+    let open = matches!(tcp.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    tcp.set_nonblocking(false).unwrap();
+    open
+}
+
 #[test]
-fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
-    let s = Server::start(FAULTS, &["--idle-timeout", "1"]);
+fn idle_connections_and_slow_headers_are_closed_at_their_deadlines() {
+    let s = Server::start(FAULTS, &["--idle-timeout", "3", "--header-read-timeout", "1"]);
     let mut silent = connect(&s);
     let mut half = open_with(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n");
     let mut kept = open_with(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(read_answer(&mut kept).status, 200);
 
-    // A connection in use is not idle: a request every 0.6 s keeps it open past 1 s.
+    // Headers begun are cut off after 1 s; a connection that sent nothing has 3 s.
+    assert!(
+        closed_within(&mut half, Duration::from_millis(1800)),
+        "half-sent headers are still read"
+    );
+    assert!(
+        still_open(&mut silent),
+        "a connection idle for under 2 s was closed"
+    );
+
+    // A connection in use is not idle: a request every 0.6 s keeps it open past 3 s.
     let mut busy = connect(&s);
-    for _ in 0..4 {
+    for _ in 0..6 {
         busy.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
             .unwrap();
         assert_eq!(read_answer(&mut busy).status, 200);
         std::thread::sleep(Duration::from_millis(600));
     }
-    for (what, tcp) in [
-        ("silent", &mut silent),
-        ("half-sent", &mut half),
-        ("idle", &mut kept),
-    ] {
+    for (what, tcp) in [("silent", &mut silent), ("idle", &mut kept)] {
         assert!(
             closed_within(tcp, Duration::from_secs(3)),
             "the {what} connection is still open"
