@@ -46,6 +46,7 @@ fn classifies_real_photos() {
         ("chelsea.png", "image/png"),
         ("chelsea.jpg", "image/jpeg"),
         ("chelsea.webp", "image/webp"),
+        ("chelsea.gif", "image/gif"),
     ] {
         let (status, v) = s.post("/classify", ct, photo(file));
         assert_eq!(status, 200, "{file}: {v}");

@@ -92,7 +92,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
     let body = read_body(req).await?;
 
     let images = match content_type.as_deref() {
-        Some("image/jpeg" | "image/png" | "image/webp" | "application/octet-stream") | None => {
+        Some("image/jpeg" | "image/png" | "image/webp" | "image/gif" | "application/octet-stream") | None => {
             Images::One(body)
         }
         Some("application/json") => parse_json(&body, max_images)?,
@@ -102,7 +102,7 @@ async fn classify(req: Request) -> Result<String, ApiError> {
                 415,
                 "unsupported_media_type",
                 format!(
-                    "Content-Type `{other}` is not supported; send image/jpeg, image/png, image/webp, \
+                    "Content-Type `{other}` is not supported; send image/jpeg, image/png, image/webp, image/gif, \
                      application/json with {{\"input\": \"<base64>\"}}, or application/x-tensor"
                 ),
             ))

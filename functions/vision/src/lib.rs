@@ -15,7 +15,7 @@ pub enum VisionError {
     #[error("the request body is empty; send the image bytes")]
     Empty,
     /// The bytes are not in a format we decode.
-    #[error("the body is not a JPEG, PNG or WebP image")]
+    #[error("the body is not a JPEG, PNG, WebP or GIF image")]
     NotAnImage,
     /// The header claims more pixels than allowed; refused before decoding.
     #[error("the image is {width}x{height} pixels, over the limit of {max} pixels")]
@@ -105,7 +105,10 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, VisionError> {
         return Err(VisionError::Empty);
     }
     let format = image::guess_format(bytes).map_err(|_| VisionError::NotAnImage)?;
-    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
         return Err(VisionError::NotAnImage);
     }
     let max_bytes = max_pixels.saturating_mul(4);
