@@ -127,11 +127,29 @@ impl ApiKeys {
 
     /// Decide for a request to `component` with these headers.
     pub fn check(&self, headers: &http::HeaderMap, component: &str) -> Decision {
+        match self.find(headers) {
+            Err(refused) => refused,
+            Ok(Key { scope: None, .. }) => Decision::Allowed,
+            Ok(Key { scope: Some(ids), .. }) if ids.iter().any(|id| id == component) => Decision::Allowed,
+            Ok(_) => Decision::Forbidden,
+        }
+    }
+
+    /// Decide for a request that any valid key may make, whatever its functions.
+    pub fn check_any(&self, headers: &http::HeaderMap) -> Decision {
+        match self.find(headers) {
+            Err(refused) => refused,
+            Ok(_) => Decision::Allowed,
+        }
+    }
+
+    /// The key these headers present, or why there is none.
+    fn find(&self, headers: &http::HeaderMap) -> Result<&Key, Decision> {
         let presented = bearer_token(headers)
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         let Some(presented) = presented else {
-            return Decision::Missing;
+            return Err(Decision::Missing);
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Look at every key, so timing does not tell how many keys were tried.
@@ -141,12 +159,7 @@ impl ApiKeys {
                 found = Some(k);
             }
         }
-        match found {
-            None => Decision::Invalid,
-            Some(Key { scope: None, .. }) => Decision::Allowed,
-            Some(Key { scope: Some(ids), .. }) if ids.iter().any(|id| id == component) => Decision::Allowed,
-            Some(_) => Decision::Forbidden,
-        }
+        found.ok_or(Decision::Invalid)
     }
 }
 
@@ -181,6 +194,11 @@ two-functions-key-00 image-classify, faq-match
         }
         let h = headers(&[("x-api-key", "faq-only-key-000000")]);
         assert_eq!(k.check(&h, "faq-match"), Decision::Allowed);
+        // A key limited to some functions is still a key for what any key may do.
+        assert_eq!(k.check_any(&h), Decision::Allowed);
+        let h = headers(&[("x-api-key", "no-such-key-0000000")]);
+        assert_eq!(k.check_any(&h), Decision::Invalid);
+        assert_eq!(k.check_any(&headers(&[])), Decision::Missing);
     }
 
     #[test]

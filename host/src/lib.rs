@@ -15,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod cache;
+pub mod catalog;
 pub mod choice;
 pub mod connection;
 pub mod deployment;

@@ -145,6 +145,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 models: granted.map(|g| g.models.clone()).unwrap_or_default(),
                 indexes: granted.map(|g| g.indexes.clone()).unwrap_or_default(),
                 instance_reuse: granted.map_or(1, |g| g.instance_reuse),
+                public: granted.is_some_and(|g| g.public),
             },
         );
     }

@@ -115,8 +115,9 @@ impl Route {
     }
 }
 
-/// Paths the host serves itself, ahead of every manifest route (probes, metrics, admin API).
-pub const HOST_ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/admin"];
+/// Paths the host serves itself, ahead of every manifest route (probes, metrics, the catalog,
+/// the admin API).
+pub const HOST_ENDPOINTS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/catalog", "/admin"];
 
 /// The error message and fix for a route that would be hidden behind a host endpoint.
 pub(crate) fn shadowed_route_error(route: &Route, endpoint: &str) -> (String, String) {
@@ -169,6 +170,9 @@ pub struct Component {
     /// Requests one instance may serve, one after another (`[component.<id>.tool.scoria]
     /// instance_reuse`); 1, the default, is a fresh instance for every request.
     pub instance_reuse: u32,
+    /// Served without an API key even when `--api-keys-file` is given (`[component.<id>.tool.
+    /// scoria] public = true`): for pages and assets a browser loads before it has a key.
+    pub public: bool,
 }
 
 /// An index the manifest asks for: the list it is built from and the model that embeds it.
@@ -325,6 +329,7 @@ impl Manifest {
                     models,
                     indexes,
                     instance_reuse,
+                    public: scoria.public,
                 },
             );
         }
@@ -568,6 +573,8 @@ mod raw {
         pub indexes: BTreeMap<String, Index>,
         #[serde(default)]
         pub instance_reuse: Option<u32>,
+        #[serde(default)]
+        pub public: bool,
     }
 
     #[derive(Deserialize)]

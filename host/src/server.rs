@@ -248,6 +248,28 @@ async fn handle(
     resp
 }
 
+/// The answer for a request its API key does not let through (`what` is what it asked for).
+fn refusal(decision: Decision, what: &str) -> Option<Response<Body>> {
+    let unauthorized = |code: &str, msg: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, code, msg);
+        r.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    match decision {
+        Decision::Allowed => None,
+        Decision::Missing => Some(unauthorized(
+            "missing_api_key",
+            "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        )),
+        Decision::Invalid => Some(unauthorized("invalid_api_key", "the API key is not valid")),
+        Decision::Forbidden => {
+            let msg = format!("the API key is not allowed to call `{what}`");
+            Some(error(StatusCode::FORBIDDEN, "forbidden", &msg))
+        }
+    }
+}
+
 /// A 503 that tells the client when to come back.
 fn overloaded(code: &str, msg: &str) -> Response<Body> {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, code, msg);
@@ -311,6 +333,15 @@ async fn dispatch<'a>(
         *body_read = resp.status().is_success();
         return (resp, None);
     }
+    if path == crate::catalog::PATH {
+        if let Some(keys) = &state.config.api_keys
+            && let Some(refused) = refusal(keys.check_any(req.headers()), "the catalog")
+        {
+            return (refused, None);
+        }
+        let text = crate::catalog::render(&state.manifest, &state.deployments, state.is_ready());
+        return (json(StatusCode::OK, text), None);
+    }
     let Some(trigger) = state.manifest.route(path) else {
         let routes: Vec<String> = state
             .manifest
@@ -324,27 +355,12 @@ async fn dispatch<'a>(
     let component = trigger.component.as_str();
     let done = |r: Response<Body>| (r, Some(component));
 
-    if let Some(keys) = &state.config.api_keys {
-        let unauthorized = |code: &str, msg: &str| {
-            let mut r = error(StatusCode::UNAUTHORIZED, code, msg);
-            r.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        };
-        match keys.check(req.headers(), component) {
-            Decision::Allowed => {}
-            Decision::Missing => {
-                return done(unauthorized(
-                    "missing_api_key",
-                    "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`",
-                ));
-            }
-            Decision::Invalid => return done(unauthorized("invalid_api_key", "the API key is not valid")),
-            Decision::Forbidden => {
-                let msg = format!("the API key is not allowed to call `{component}`");
-                return done(error(StatusCode::FORBIDDEN, "forbidden", &msg));
-            }
-        }
+    let public = state.manifest.components.get(component).is_some_and(|c| c.public);
+    if let Some(keys) = &state.config.api_keys
+        && !public
+        && let Some(refused) = refusal(keys.check(req.headers(), component), component)
+    {
+        return done(refused);
     }
 
     let Some(function) = state.deployments.function(component) else {
