@@ -247,6 +247,12 @@ fn main() -> anyhow::Result<()> {
     let is_flag = first
         .as_ref()
         .is_none_or(|a| a.to_string_lossy().starts_with('-'));
+    // `spin up --help` asks each trigger plugin for its options this way, without an app
+    // (so without `SPIN_LOCKED_URL`).
+    if std::env::args_os().any(|a| a == "--help-args-only") {
+        PluginCli::command().print_help()?;
+        return Ok(());
+    }
     if let (Ok(url), true) = (std::env::var("SPIN_LOCKED_URL"), is_flag) {
         return plugin(&url);
     }
@@ -349,13 +355,7 @@ fn default_models_dir(manifest: &Path) -> PathBuf {
 
 /// Plugin mode (see [`PluginCli`]).
 fn plugin(locked_url: &str) -> anyhow::Result<()> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // `spin up --help` asks each trigger for its options this way.
-    if args.iter().any(|a| a == "--help-args-only") {
-        PluginCli::command().print_help()?;
-        return Ok(());
-    }
-    let cli = PluginCli::parse_from(args);
+    let cli = PluginCli::parse_from(std::env::args_os());
     init_logging(cli.log_format);
     let manifest = scoria::locked::load(locked_url)?;
     let mut up_args = cli.up;
