@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod outbound;
 pub mod response;
 pub mod runtime;
 pub mod server;

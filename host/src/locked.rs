@@ -126,12 +126,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 destination: f.path.to_string_lossy().into_owned(),
             });
         }
-        let allowed_outbound_hosts = c
+        let allowed_outbound_hosts: Vec<String> = c
             .metadata
             .get("allowed_outbound_hosts")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
+        for host in &allowed_outbound_hosts {
+            crate::outbound::AllowedHost::parse(host).map_err(|message| ManifestError::Invalid {
+                file: file.to_path_buf(),
+                key: key("metadata.allowed_outbound_hosts"),
+                message,
+                fix: "write the entry out in spin.toml as Scoria reads it (docs/spin.md)".into(),
+            })?;
+        }
         let granted = origin.as_ref().and_then(|m| m.components.get(&c.id));
         components.insert(
             c.id.clone(),

@@ -276,11 +276,12 @@ impl Manifest {
                 });
             }
             for host in &c.allowed_outbound_hosts {
-                if !host.contains("://") {
+                if let Err(message) = crate::outbound::AllowedHost::parse(host) {
                     return Err(invalid(
                         key("allowed_outbound_hosts"),
-                        format!("`{host}` has no scheme"),
-                        "write hosts as `https://example.com` or `http://localhost:8080`",
+                        message,
+                        "write entries as Spin does: `https://example.com`, `https://*.example.com`, \
+                         `http://localhost:8080`, `*://*:*`",
                     ));
                 }
             }
@@ -708,6 +709,18 @@ embedding_model = "minilm"
         assert!(e.contains("declared twice"), "{e}");
         let e = err(&GOOD.replace("\"https://example.com\"", "\"example.com\""));
         assert!(e.contains("component.hello.allowed_outbound_hosts"), "{e}");
+        // A Spin variable template would allow nothing here: refused, naming the entry.
+        let e = err(&GOOD.replace("\"https://example.com\"", "\"https://{{ api_host }}\""));
+        assert!(
+            e.contains("component.hello.allowed_outbound_hosts") && e.contains("{{ api_host }}"),
+            "{e}"
+        );
+        // Spin's subdomain wildcards and port ranges are read.
+        parse(&GOOD.replace(
+            "\"https://example.com\"",
+            "\"https://*.example.com\", \"http://localhost:8000..8080\"",
+        ))
+        .expect("Spin's wildcards and port ranges are read");
         let e = err(&GOOD.replace(
             "source = \"hello.wasm\"",
             "source = { url = \"https://x\", digest = \"y\" }",

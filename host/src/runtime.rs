@@ -18,6 +18,7 @@ use crate::manifest::{Component as ComponentSpec, FileMount};
 use crate::metrics::Metrics;
 use crate::nn::ModelRegistry;
 use crate::nn::wit::{InferenceTiming, NnCtx, NnView};
+use crate::outbound::{AllowedHost, default_port};
 use anyhow::Context as _;
 use sha2::Digest as _;
 use std::future::Future;
@@ -186,7 +187,12 @@ impl Runtime {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             files: spec.files.clone(),
-            outbound: spec.allowed_outbound_hosts.clone(),
+            // Checked when the manifest loaded; an entry that does not parse allows nothing.
+            outbound: spec
+                .allowed_outbound_hosts
+                .iter()
+                .filter_map(|h| AllowedHost::parse(h).ok())
+                .collect(),
             models,
             metrics,
         });
@@ -232,7 +238,7 @@ pub struct Function {
 struct Grants {
     environment: Vec<(String, String)>,
     files: Vec<FileMount>,
-    outbound: Vec<String>,
+    outbound: Arc<[AllowedHost]>,
     models: ModelRegistry,
     metrics: Arc<Metrics>,
 }
@@ -531,36 +537,18 @@ impl ResourceLimiter for GuestLimits {
 
 /// Outbound HTTP is denied unless the manifest's `allowed_outbound_hosts` lists the target.
 struct OutboundPolicy {
-    allowed: Vec<String>,
+    allowed: Arc<[AllowedHost]>,
 }
 
 impl OutboundPolicy {
     fn permits(&self, uri: &http::Uri) -> bool {
         let scheme = uri.scheme_str().unwrap_or("https");
         let host = uri.host().unwrap_or("");
-        let port = uri.port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
-        self.allowed.iter().any(|a| host_matches(a, scheme, host, port))
+        let Some(port) = uri.port_u16().or_else(|| default_port(scheme)) else {
+            return false;
+        };
+        self.allowed.iter().any(|a| a.allows(scheme, host, port))
     }
-}
-
-/// `allowed` is `scheme://host[:port]`, where each part may be `*`.
-fn host_matches(allowed: &str, scheme: &str, host: &str, port: u16) -> bool {
-    let Some((a_scheme, rest)) = allowed.split_once("://") else {
-        return false;
-    };
-    let rest = rest.trim_end_matches('/');
-    let (a_host, a_port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (rest, None),
-    };
-    let scheme_ok = a_scheme == "*" || a_scheme.eq_ignore_ascii_case(scheme);
-    let host_ok = a_host == "*" || a_host.eq_ignore_ascii_case(host);
-    let port_ok = match a_port {
-        Some("*") => true,
-        Some(p) => p.parse() == Ok(port),
-        None => port == if scheme == "http" { 80 } else { 443 },
-    };
-    scheme_ok && host_ok && port_ok
 }
 
 impl WasiHttpHooks for OutboundPolicy {
@@ -621,21 +609,5 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outbound_hosts_match_scheme_host_and_port() {
-        assert!(host_matches("https://example.com", "https", "example.com", 443));
-        assert!(!host_matches("https://example.com", "http", "example.com", 80));
-        assert!(!host_matches("https://example.com", "https", "evil.com", 443));
-        assert!(host_matches("http://localhost:8080", "http", "localhost", 8080));
-        assert!(!host_matches("http://localhost:8080", "http", "localhost", 8081));
-        assert!(host_matches("*://*:*", "http", "anything", 1));
-        assert!(!host_matches("example.com", "https", "example.com", 443));
     }
 }
