@@ -507,3 +507,46 @@ fn a_function_from_the_template_builds_answers_and_is_rebuilt_by_spin_watch() {
     until("the edited build", &|v| v["model"] == "edited");
     interrupt(&mut watch);
 }
+
+#[test]
+fn spins_own_up_options_reach_the_app() {
+    let spin = Spin::with_plugin();
+    let ask = |base: &str| {
+        let r = client()
+            .post(format!("{base}/faq"))
+            .header("content-type", "text/plain")
+            .body("remove an item from an array")
+            .send()
+            .unwrap();
+        parse(r)
+    };
+
+    // `--env` sets a component's environment: a minimum score no match reaches.
+    let up = SpinUp::start(&spin, &root(), &["-e", "SCORIA_MIN_SCORE=0.99"]);
+    let (status, v) = ask(&up.base);
+    assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(true)), "{v}");
+    assert_no_plugin_warnings(&up.stop("-INT"));
+
+    // `-c` runs only the components named.
+    let up = SpinUp::start(&spin, &root(), &["-c", "image-classify"]);
+    let (status, v) = ask(&up.base);
+    assert_error(status, &v, 404, "not_found");
+    let (status, v) = parse(
+        client()
+            .post(format!("{}/classify", up.base))
+            .header("content-type", "image/png")
+            .body(photo("chelsea.png"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((status, labels(&v)[0].as_str()), (200, "tiger cat"));
+    drop(up);
+
+    // `--temp` is where Spin copies the mounted files the plugin then reads.
+    let temp = tempfile::tempdir().unwrap();
+    let up = SpinUp::start(&spin, &root(), &["--temp", temp.path().to_str().unwrap()]);
+    let (status, v) = ask(&up.base);
+    assert_eq!(status, 200, "{v}");
+    assert!(temp.path().join("spin.lock").exists());
+    assert_no_plugin_warnings(&up.stop("-INT"));
+}
