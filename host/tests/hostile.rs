@@ -321,18 +321,6 @@ fn black_png(width: u32, height: u32, color: png::ColorType, depth: png::BitDept
     out.0.take()
 }
 
-/// RSS of `pid` in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 /// Send `body` as a PNG to /classify from 16 clients at once; the answers, and how far the
 /// host's RSS rose above where it was before (sampled every 10 ms).
 fn sixteen_at_once(s: &std::sync::Arc<Server>, body: &[u8]) -> (Vec<(u16, Value, Option<String>)>, f64) {

@@ -284,6 +284,18 @@ pub fn server_timing(headers: &reqwest::header::HeaderMap) -> std::collections::
         .collect()
 }
 
+/// The resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
 /// A port nothing listens on yet.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
