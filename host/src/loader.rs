@@ -291,9 +291,15 @@ impl ModelLoader {
             return Ok(Picked::cpu(ort.name(), ort_graph, "chosen".into()));
         }
         // auto on CPU: time both on the same input, keep the faster, and record the outcome.
-        let tract_graph = TractBackend
-            .load_bytes(entry, bytes)
-            .with_context(|| format!("loading model `{name}` with tract"))?;
+        // A graph tract cannot build (an operator it lacks) is ONNX Runtime's, unmeasured.
+        let tract_graph = match TractBackend.load_bytes(entry, bytes) {
+            Ok(g) => g,
+            Err(e) if e.kind == ErrorKind::UnsupportedOperation => {
+                let why = format!("auto: tract cannot run it: {}", e.message);
+                return Ok(Picked::cpu(ort.name(), ort_graph, why));
+            }
+            Err(e) => return Err(e).with_context(|| format!("loading model `{name}` with tract")),
+        };
         let probe = probe_inputs(entry);
         let time = |g: &Arc<dyn Graph>| -> anyhow::Result<f64> {
             g.run(&probe)?;

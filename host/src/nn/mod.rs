@@ -10,6 +10,7 @@
 //! of the declared names, types and shapes.
 
 pub mod batch;
+pub mod onnx_ml;
 pub mod onnxruntime;
 pub mod pool;
 #[cfg(test)]

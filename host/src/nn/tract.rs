@@ -9,7 +9,7 @@
 //! built at load. Each `run` spawns its own state from a shared plan, so
 //! concurrent requests on one model never wait for each other.
 
-use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, with_element};
+use super::{Backend, Element, ErrorKind, Graph, NnError, Tensor, onnx_ml, with_element};
 use crate::models::{DType, Format, ModelEntry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -59,6 +59,15 @@ impl Backend for TractBackend {
     }
 }
 
+/// The operators of the ONNX graph in `bytes` that tract cannot build, named for an error
+/// message, if any.
+fn missing_operators(onnx: &tract_onnx::Onnx, bytes: &[u8]) -> Option<String> {
+    use prost::Message as _;
+    let proto = tract_onnx::pb::ModelProto::decode(bytes).ok()?;
+    let missing = onnx_ml::unsupported(onnx, &proto);
+    (!missing.is_empty()).then(|| format!("the operator(s) {}", missing.join(", ")))
+}
+
 impl TractGraph {
     /// Parse and type the graph, pinning its inputs to the card, and build the unit plan.
     fn new(entry: &ModelEntry, bytes: &[u8]) -> Result<Self, NnError> {
@@ -72,7 +81,8 @@ impl TractGraph {
         let path = entry.weights_path();
         let fail =
             |e: anyhow::Error| NnError::new(ErrorKind::RuntimeError, format!("{}: {e:#}", path.display()));
-        let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(fail)?;
+        let onnx = onnx_ml::onnx();
+        let mut model = onnx.model_for_read(&mut &bytes[..]).map_err(fail)?;
         // Pin input facts from the card: exporters' symbolic dims often confuse tract's
         // inference, and the card is what we validate against anyway. A dynamic dimension
         // keeps the graph's own symbol where it has one, since the graph's shape rules use it.
@@ -91,6 +101,10 @@ impl TractGraph {
                 if d < 0 {
                     let sym = match declared.get(j) {
                         Some(Some(TDim::Sym(s))) => s.clone(),
+                        // An unnamed leading dimension is the batch, one for every input:
+                        // a graph that joins its inputs (skl2onnx's per-column inputs into
+                        // a Concat) only types if tract knows their batches are equal.
+                        _ if j == 0 => symbols.sym("scoria_batch"),
                         _ => symbols.sym(&format!("d{i}_{j}")),
                     };
                     dynamic.push((i, j, sym.clone()));
@@ -102,7 +116,17 @@ impl TractGraph {
             let fact = InferenceFact::dt_shape(datum_type(spec.dtype)?, shape);
             model.set_input_fact(i, fact).map_err(fail)?;
         }
-        let typed = model.into_typed().map_err(fail)?;
+        let typed = model.into_typed().map_err(|e| match missing_operators(&onnx, bytes) {
+            Some(ops) => NnError::new(
+                ErrorKind::UnsupportedOperation,
+                format!(
+                    "{}: tract has no implementation of {ops}; serve this model with ONNX Runtime \
+                     (`backend = \"onnxruntime\"` in its card, or `--backend auto`)",
+                    path.display()
+                ),
+            ),
+            None => fail(e),
+        })?;
         let graph = TractGraph {
             name: card.name.clone(),
             typed,
