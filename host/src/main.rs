@@ -547,7 +547,14 @@ fn models_list(repo: &Repository, project: &Path) -> anyhow::Result<()> {
                     (None, Some(choice)) if choice.digest == c.sha256.to_ascii_lowercase() => {
                         format!("{} (auto, measured)", choice.backend)
                     }
-                    _ => "--backend".into(),
+                    // A graph tract cannot build runs on ONNX Runtime under `auto`.
+                    _ => match std::fs::read(m.weights_path())
+                        .ok()
+                        .and_then(|b| scoria::nn::tract::cannot_run(&b))
+                    {
+                        Some(why) => format!("onnxruntime (auto: tract lacks {why})"),
+                        None => "--backend".into(),
+                    },
                 };
                 let backend = match c.device {
                     Some(device) => format!("{backend}, {device} (model.toml)"),

@@ -10,6 +10,9 @@ downloaded), converted by `models/tools/sklearn_onnx.py`.
   mass index), one-hot encoded, and the numbers imputed (median) and scaled, into a logistic
   regression of whether progression is above the median (`high`, `low`). Missing values are
   allowed for `bp` and `s6`, which the imputer fills.
+- `iris-svm`: StandardScaler + SVC on the iris data. Its `SVMClassifier` is an operator
+  tract lacks, so it shows what `--backend auto` does with such a graph (ONNX Runtime, and why);
+  not in spin.toml, which serves on tract by default.
 
 For each, `models/<name>/holdout.json` keeps the held-out records with scikit-learn's own
 `predict` and `predict_proba` (or `predict` for the regressor), which the tests compare
@@ -21,17 +24,19 @@ Usage: build.py <models-dir>
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import sklearn_onnx  # noqa: E402
@@ -115,11 +120,35 @@ def diabetes_risk(root):
     holdout(out, model, X_test, True)
 
 
+def iris_svm(root):
+    d = load_iris(as_frame=True)
+    X_train, X_test, y_train, _ = train_test_split(d.data, d.target, test_size=0.3, random_state=0)
+    # SVC's own probabilities (Platt scaling) are deprecated in scikit-learn 1.9 and still
+    # what SVC users have; their warnings say so and change nothing here.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    model = Pipeline([("scale", StandardScaler()), ("svm", SVC(probability=True, random_state=0))])
+    model.fit(X_train, y_train)
+    out = os.path.join(root, "iris-svm")
+    names = list(d.target_names)
+    sklearn_onnx.export(
+        model, out, features=list(d.feature_names), class_names=names,
+        description="Iris species from four measurements (StandardScaler + SVC); its SVMClassifier runs on ONNX Runtime only",
+        source=f"models/tabular/build.py: fitted on load_iris ({SKLEARN}), converted by skl2onnx",
+        licence="CC-BY-4.0",
+    )
+    holdout(out, model, X_test, True)
+    path = os.path.join(out, "holdout.json")
+    fixture = json.load(open(path))
+    fixture["predict"] = [names[int(c)] for c in fixture["predict"]]
+    json.dump(fixture, open(path, "w"))
+
+
 def main():
     root = sys.argv[1]
     breast_cancer(root)
     diabetes(root)
     diabetes_risk(root)
+    iris_svm(root)
 
 
 if __name__ == "__main__":

@@ -57,16 +57,18 @@ async fn answer(req: Request) -> Result<String, ApiError> {
     let card = instance::keep(&CARD, || {
         let card: Card<Schema> = Card::load(&model)?;
         let layout = card.preprocess.layout().map_err(|e| {
-            ApiError::internal("model_card_invalid", format!("/models/{model}/model.toml [preprocess]: {e}"))
+            ApiError::internal(
+                "model_card_invalid",
+                format!("/models/{model}/model.toml [preprocess]: {e}"),
+            )
         })?;
         Ok::<_, ApiError>((card, layout))
     })?;
     let (card, layout) = &*card;
-    let body = req
-        .into_body()
-        .bytes()
-        .await
-        .map_err(|e| ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}")))?;
+    let body =
+        req.into_body().bytes().await.map_err(|e| {
+            ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}"))
+        })?;
     let batch = tabular::parse(&card.preprocess, layout, &body, max_records)
         .map_err(|e| ApiError::bad_request(e.code, e.message))?;
 
@@ -88,7 +90,12 @@ async fn answer(req: Request) -> Result<String, ApiError> {
     let output = outputs
         .into_iter()
         .find(|(name, _)| name == &schema.output)
-        .ok_or_else(|| ApiError::internal("inference_failed", format!("the model gave no output `{}`", schema.output)))?
+        .ok_or_else(|| {
+            ApiError::internal(
+                "inference_failed",
+                format!("the model gave no output `{}`", schema.output),
+            )
+        })?
         .1;
     let predictions = tabular::predictions(schema, batch.rows, &output.data)
         .map_err(|e| ApiError::internal("inference_failed", e))?;

@@ -45,9 +45,16 @@ impl Serialize for Prediction<'_> {
 
 /// Each of `rows` records' prediction from the output values (row-major, `rows` rows).
 /// Fails when the output's size does not fit the card (a deployment error).
-pub fn predictions<'a>(schema: &'a Schema, rows: usize, output: &[f32]) -> Result<Vec<Prediction<'a>>, String> {
-    if rows == 0 || output.len() % rows != 0 {
-        return Err(format!("the model gave {} values for {rows} records", output.len()));
+pub fn predictions<'a>(
+    schema: &'a Schema,
+    rows: usize,
+    output: &[f32],
+) -> Result<Vec<Prediction<'a>>, String> {
+    if rows == 0 || !output.len().is_multiple_of(rows) {
+        return Err(format!(
+            "the model gave {} values for {rows} records",
+            output.len()
+        ));
     }
     let width = output.len() / rows;
     match schema.task {
@@ -62,16 +69,27 @@ pub fn predictions<'a>(schema: &'a Schema, rows: usize, output: &[f32]) -> Resul
                 .chunks(width)
                 .map(|p| {
                     // The first of equal maxima, as numpy's argmax (scikit-learn's predict) picks.
-                    let best = p.iter().enumerate().fold(0, |b, (i, &x)| if x > p[b] { i } else { b });
+                    let best = p
+                        .iter()
+                        .enumerate()
+                        .fold(0, |b, (i, &x)| if x > p[b] { i } else { b });
                     Prediction::Class {
                         label: &schema.classes[best],
-                        probabilities: schema.classes.iter().map(String::as_str).zip(p.iter().copied()).collect(),
+                        probabilities: schema
+                            .classes
+                            .iter()
+                            .map(String::as_str)
+                            .zip(p.iter().copied())
+                            .collect(),
                     }
                 })
                 .collect())
         }
         Task::Regressor if width == 1 => Ok(output.iter().map(|&v| Prediction::Value(v)).collect()),
-        Task::Regressor => Ok(output.chunks(width).map(|v| Prediction::Values(v.to_vec())).collect()),
+        Task::Regressor => Ok(output
+            .chunks(width)
+            .map(|v| Prediction::Values(v.to_vec()))
+            .collect()),
     }
 }
 

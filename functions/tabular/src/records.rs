@@ -51,7 +51,12 @@ pub struct Batch {
 pub const NO_CATEGORY: i64 = -1;
 
 /// Parse `body` into one row per record, at most `max_records` of them.
-pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: usize) -> Result<Batch, RecordError> {
+pub fn parse(
+    schema: &Schema,
+    layout: &[InputLayout],
+    body: &[u8],
+    max_records: usize,
+) -> Result<Batch, RecordError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         refuse(
             "invalid_json",
@@ -69,7 +74,12 @@ pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: 
                 ));
             }
         },
-        _ => return Err(refuse("invalid_request", "expected {\"instances\": [record, ...]} or a JSON array of records")),
+        _ => {
+            return Err(refuse(
+                "invalid_request",
+                "expected {\"instances\": [record, ...]} or a JSON array of records",
+            ))
+        }
     };
     if records.is_empty() {
         return Err(refuse("empty_batch", "there are no records to score"));
@@ -77,7 +87,10 @@ pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: 
     if records.len() > max_records {
         return Err(refuse(
             "too_many_records",
-            format!("{} records in one request, more than the limit of {max_records} (SCORIA_MAX_RECORDS)", records.len()),
+            format!(
+                "{} records in one request, more than the limit of {max_records} (SCORIA_MAX_RECORDS)",
+                records.len()
+            ),
         ));
     }
     let rows = records.len();
@@ -96,7 +109,12 @@ pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: 
     let slots: Vec<(usize, usize)> = schema
         .features
         .iter()
-        .map(|f| (layout.iter().position(|l| l.name == f.input).unwrap_or(0), f.column))
+        .map(|f| {
+            (
+                layout.iter().position(|l| l.name == f.input).unwrap_or(0),
+                f.column,
+            )
+        })
         .collect();
 
     for (r, record) in records.iter().enumerate() {
@@ -113,17 +131,26 @@ pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: 
         };
         match record {
             Value::Object(fields) => {
-                if let Some(name) = fields.keys().find(|k| !schema.features.iter().any(|f| &f.name == *k)) {
+                if let Some(name) = fields
+                    .keys()
+                    .find(|k| !schema.features.iter().any(|f| &f.name == *k))
+                {
                     return Err(refuse(
                         "unknown_feature",
-                        format!("record {r}: `{name}` is not a feature of this model; its features are {}", names(schema)),
+                        format!(
+                            "record {r}: `{name}` is not a feature of this model; its features are {}",
+                            names(schema)
+                        ),
                     ));
                 }
                 for (i, f) in schema.features.iter().enumerate() {
                     let value = fields.get(&f.name).ok_or_else(|| {
                         refuse(
                             "missing_feature",
-                            format!("record {r} lacks feature `{}` (send null for a missing value)", f.name),
+                            format!(
+                                "record {r} lacks feature `{}` (send null for a missing value)",
+                                f.name
+                            ),
                         )
                     })?;
                     put(i, value)?;
@@ -159,7 +186,12 @@ pub fn parse(schema: &Schema, layout: &[InputLayout], body: &[u8], max_records: 
 /// The feature names, for messages: all of a short list, the first few of a long one.
 fn names(schema: &Schema) -> String {
     const SHOWN: usize = 12;
-    let mut s: Vec<String> = schema.features.iter().take(SHOWN).map(|f| format!("`{}`", f.name)).collect();
+    let mut s: Vec<String> = schema
+        .features
+        .iter()
+        .take(SHOWN)
+        .map(|f| format!("`{}`", f.name))
+        .collect();
     if schema.features.len() > SHOWN {
         s.push(format!("and {} more", schema.features.len() - SHOWN));
     }
@@ -175,7 +207,10 @@ fn number(r: usize, f: &crate::schema::Feature, value: &Value) -> Result<f32, Re
             } else {
                 Err(refuse(
                     "value_out_of_range",
-                    format!("record {r}: feature `{}` is {n}, beyond the model's 32-bit float range", f.name),
+                    format!(
+                        "record {r}: feature `{}` is {n}, beyond the model's 32-bit float range",
+                        f.name
+                    ),
                 ))
             }
         }
@@ -183,12 +218,19 @@ fn number(r: usize, f: &crate::schema::Feature, value: &Value) -> Result<f32, Re
             Missing::Allow => Ok(f32::NAN),
             Missing::Refuse => Err(refuse(
                 "missing_value",
-                format!("record {r}: feature `{}` is null, and this model cannot score a missing `{}`", f.name, f.name),
+                format!(
+                    "record {r}: feature `{}` is null, and this model cannot score a missing `{}`",
+                    f.name, f.name
+                ),
             )),
         },
         other => Err(refuse(
             "invalid_value",
-            format!("record {r}: feature `{}` must be a number, not {}", f.name, describe(other)),
+            format!(
+                "record {r}: feature `{}` must be a number, not {}",
+                f.name,
+                describe(other)
+            ),
         )),
     }
 }
@@ -200,7 +242,12 @@ fn category(r: usize, f: &crate::schema::Feature, value: &Value) -> Result<i64, 
         other => {
             return Err(refuse(
                 "invalid_value",
-                format!("record {r}: feature `{}` must be a string, one of {:?}, not {}", f.name, f.categories, describe(other)),
+                format!(
+                    "record {r}: feature `{}` must be a string, one of {:?}, not {}",
+                    f.name,
+                    f.categories,
+                    describe(other)
+                ),
             ));
         }
     };
@@ -210,7 +257,10 @@ fn category(r: usize, f: &crate::schema::Feature, value: &Value) -> Result<i64, 
             Unknown::Ignore => Ok(NO_CATEGORY),
             Unknown::Refuse => Err(refuse(
                 "unknown_category",
-                format!("record {r}: feature `{}` is {s:?}, which the model never saw; it knows {:?}", f.name, f.categories),
+                format!(
+                    "record {r}: feature `{}` is {s:?}, which the model never saw; it knows {:?}",
+                    f.name, f.categories
+                ),
             )),
         },
     }
@@ -288,7 +338,9 @@ missing = "allow"
         assert_eq!(b.rows, 2);
         assert_eq!(b.columns[0].values, Values::I64(vec![1, 0]));
         assert_eq!(b.columns[1].values, Values::I64(vec![1, 0]));
-        let Values::F32(x) = &b.columns[2].values else { panic!() };
+        let Values::F32(x) = &b.columns[2].values else {
+            panic!()
+        };
         assert_eq!((x.len(), x[0], x[2], x[3]), (4, 50.0, 30.5, 80.0));
         assert!(x[1].is_nan());
         // An unseen category of an `ignore` feature is no category at all.
@@ -303,14 +355,46 @@ missing = "allow"
             ("{", "invalid_json", "not JSON"),
             (r#"{"records": []}"#, "invalid_request", "instances"),
             ("[]", "empty_batch", "no records"),
-            (&format!("[{ok},{ok},{ok},{ok},{ok}]"), "too_many_records", "limit of 4"),
-            (&format!(r#"[{ok}, {{"sex": "1", "band": "normal", "age": 1}}]"#), "missing_feature", "record 1 lacks feature `bp`"),
-            (r#"[{"sex": "1", "band": "normal", "age": 1, "bp": 2, "bmi": 3}]"#, "unknown_feature", "`bmi` is not a feature"),
-            (r#"[{"sex": "1", "band": "normal", "age": "old", "bp": 2}]"#, "invalid_value", "`age` must be a number, not a string"),
-            (r#"[{"sex": 1, "band": "normal", "age": 1, "bp": 2}]"#, "invalid_value", "`sex` must be a string"),
-            (r#"[{"sex": "1", "band": "tiny", "age": 1, "bp": 2}]"#, "unknown_category", "never saw"),
-            (r#"[{"sex": "1", "band": "normal", "age": null, "bp": 2}]"#, "missing_value", "`age` is null"),
-            (r#"[{"sex": "1", "band": "normal", "age": 1e39, "bp": 2}]"#, "value_out_of_range", "32-bit float"),
+            (
+                &format!("[{ok},{ok},{ok},{ok},{ok}]"),
+                "too_many_records",
+                "limit of 4",
+            ),
+            (
+                &format!(r#"[{ok}, {{"sex": "1", "band": "normal", "age": 1}}]"#),
+                "missing_feature",
+                "record 1 lacks feature `bp`",
+            ),
+            (
+                r#"[{"sex": "1", "band": "normal", "age": 1, "bp": 2, "bmi": 3}]"#,
+                "unknown_feature",
+                "`bmi` is not a feature",
+            ),
+            (
+                r#"[{"sex": "1", "band": "normal", "age": "old", "bp": 2}]"#,
+                "invalid_value",
+                "`age` must be a number, not a string",
+            ),
+            (
+                r#"[{"sex": 1, "band": "normal", "age": 1, "bp": 2}]"#,
+                "invalid_value",
+                "`sex` must be a string",
+            ),
+            (
+                r#"[{"sex": "1", "band": "tiny", "age": 1, "bp": 2}]"#,
+                "unknown_category",
+                "never saw",
+            ),
+            (
+                r#"[{"sex": "1", "band": "normal", "age": null, "bp": 2}]"#,
+                "missing_value",
+                "`age` is null",
+            ),
+            (
+                r#"[{"sex": "1", "band": "normal", "age": 1e39, "bp": 2}]"#,
+                "value_out_of_range",
+                "32-bit float",
+            ),
             (r#"[["1", "normal", 1]]"#, "invalid_record", "has 3 values"),
             ("[7]", "invalid_record", "record 0"),
         ] {

@@ -107,7 +107,9 @@ impl Schema {
                 return Err(format!("feature `{}` is declared twice", f.name));
             }
             match (f.kind, f.categories.is_empty()) {
-                (Kind::Category, true) => return Err(format!("category feature `{}` has no `categories`", f.name)),
+                (Kind::Category, true) => {
+                    return Err(format!("category feature `{}` has no `categories`", f.name))
+                }
                 (Kind::Number, false) => return Err(format!("number feature `{}` has `categories`", f.name)),
                 _ => {}
             }
@@ -127,13 +129,19 @@ impl Schema {
             };
             let (layout, filled) = &mut inputs[at];
             if layout.kind != f.kind {
-                return Err(format!("input `{}` mixes numbers and categories (feature `{}`)", f.input, f.name));
+                return Err(format!(
+                    "input `{}` mixes numbers and categories (feature `{}`)",
+                    f.input, f.name
+                ));
             }
             if filled.len() <= f.column {
                 filled.resize(f.column + 1, false);
             }
             if std::mem::replace(&mut filled[f.column], true) {
-                return Err(format!("column {} of input `{}` is filled twice (feature `{}`)", f.column, f.input, f.name));
+                return Err(format!(
+                    "column {} of input `{}` is filled twice (feature `{}`)",
+                    f.column, f.input, f.name
+                ));
             }
             layout.width = filled.len();
         }
@@ -177,7 +185,10 @@ unknown = "ignore"
     fn a_whole_schema_lays_out_its_inputs() {
         let layout = schema(MIXED).layout().unwrap();
         assert_eq!(layout.len(), 2);
-        assert_eq!((layout[1].name.as_str(), layout[1].kind, layout[1].width), ("sex", Kind::Category, 1));
+        assert_eq!(
+            (layout[1].name.as_str(), layout[1].kind, layout[1].width),
+            ("sex", Kind::Category, 1)
+        );
     }
 
     #[test]
@@ -185,8 +196,16 @@ unknown = "ignore"
         for (from, to, want) in [
             ("name = \"sex\"", "name = \"age\"", "declared twice"),
             ("categories = [\"1\", \"2\"]", "", "has no `categories`"),
-            ("input = \"sex\"", "input = \"age\"", "mixes numbers and categories"),
-            ("column = 0\ncategories", "column = 1\ncategories", "column 0 of input `sex` has no feature"),
+            (
+                "input = \"sex\"",
+                "input = \"age\"",
+                "mixes numbers and categories",
+            ),
+            (
+                "column = 0\ncategories",
+                "column = 1\ncategories",
+                "column 0 of input `sex` has no feature",
+            ),
             ("classes = [\"high\", \"low\"]", "", "needs `classes`"),
         ] {
             let e = schema(&MIXED.replacen(from, to, 1)).layout().unwrap_err();

@@ -32,7 +32,10 @@ pub fn register(reg: &mut OnnxOpRegister) {
 /// boosting: two class labels, every leaf on class 0 and one base value (the positive class's
 /// initial log-odds). tract wants a base value per class; the second class's is 0, since
 /// tract's binary layout reads the positive class from the first score column.
-fn tree_ensemble_classifier(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn tree_ensemble_classifier(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let tract = tract_onnx::onnx();
     let Some(build) = tract.op_register.0.get("TreeEnsembleClassifier") else {
         bail!("tract has no TreeEnsembleClassifier")
@@ -40,7 +43,9 @@ fn tree_ensemble_classifier(ctx: &ParsingContext, node: &NodeProto) -> TractResu
     let labels = node
         .get_attr_opt_slice::<i64>("classlabels_int64s")?
         .map(<[i64]>::len)
-        .or(node.get_attr_opt_tvec::<&str>("classlabels_strings")?.map(|l| l.len()));
+        .or(node
+            .get_attr_opt_tvec::<&str>("classlabels_strings")?
+            .map(|l| l.len()));
     let base = node.attribute.iter().position(|a| a.name == "base_values");
     match base {
         Some(at) if labels == Some(2) && node.attribute[at].floats.len() == 1 => {
@@ -87,7 +92,11 @@ fn as_f32(prefix: &str, model: &mut TypedModel, x: OutletId) -> TractResult<Outl
     if model.outlet_fact(x)?.datum_type == f32::datum_type() {
         return Ok(x);
     }
-    Ok(model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &[x])?[0])
+    Ok(model.wire_node(
+        format!("{prefix}.to_f32"),
+        tract_core::ops::cast::cast(f32::datum_type()),
+        &[x],
+    )?[0])
 }
 
 /// Shape rules shared by the element-wise operators here: f32 out, the input's shape.
@@ -140,8 +149,16 @@ impl Expansion for Scaler {
         let x = as_f32(prefix, model, inputs[0])?;
         let offset = model.add_const(format!("{prefix}.offset"), self.offset.clone())?;
         let scale = model.add_const(format!("{prefix}.scale"), self.scale.clone())?;
-        let centred = model.wire_node(format!("{prefix}.sub"), tract_core::ops::math::sub(), &[x, offset])?;
-        model.wire_node(format!("{prefix}.mul"), tract_core::ops::math::mul(), &[centred[0], scale])
+        let centred = model.wire_node(
+            format!("{prefix}.sub"),
+            tract_core::ops::math::sub(),
+            &[x, offset],
+        )?;
+        model.wire_node(
+            format!("{prefix}.mul"),
+            tract_core::ops::math::mul(),
+            &[centred[0], scale],
+        )
     }
 }
 
@@ -187,12 +204,18 @@ impl Expansion for Imputer {
         let mask = match self.replaced {
             None => model.wire_node(format!("{prefix}.is_nan"), tract_core::ops::math::is_nan(), &[x])?[0],
             Some(bits) => {
-                let value = model.add_const(format!("{prefix}.replaced"), rctensor2(&[[f32::from_bits(bits)]]))?;
+                let value =
+                    model.add_const(format!("{prefix}.replaced"), rctensor2(&[[f32::from_bits(bits)]]))?;
                 model.wire_node(format!("{prefix}.eq"), TypedBinOp(comp_eq(), None), &[x, value])?[0]
             }
         };
         let imputed = model.add_const(format!("{prefix}.imputed"), self.imputed.clone())?;
-        tract_core::ops::change_axes::wire_with_rank_broadcast(format!("{prefix}.iff"), model, Iff, &[mask, imputed, x])
+        tract_core::ops::change_axes::wire_with_rank_broadcast(
+            format!("{prefix}.iff"),
+            model,
+            Iff,
+            &[mask, imputed, x],
+        )
     }
 }
 
@@ -243,7 +266,11 @@ impl Expansion for OneHotEncoder {
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let mut x = inputs[0];
         if model.outlet_fact(x)?.datum_type != i64::datum_type() {
-            x = model.wire_node(format!("{prefix}.to_i64"), tract_core::ops::cast::cast(i64::datum_type()), &[x])?[0];
+            x = model.wire_node(
+                format!("{prefix}.to_i64"),
+                tract_core::ops::cast::cast(i64::datum_type()),
+                &[x],
+            )?[0];
         }
         let rank = model.outlet_fact(x)?.rank();
         let x = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[x])?[0];
@@ -251,10 +278,18 @@ impl Expansion for OneHotEncoder {
         shape.push(self.categories.len());
         let cats = model.add_const(
             format!("{prefix}.categories"),
-            self.categories.clone().into_tensor().into_shape(&shape)?.into_arc_tensor(),
+            self.categories
+                .clone()
+                .into_tensor()
+                .into_shape(&shape)?
+                .into_arc_tensor(),
         )?;
         let hot = model.wire_node(format!("{prefix}.eq"), TypedBinOp(comp_eq(), None), &[x, cats])?;
-        model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &hot)
+        model.wire_node(
+            format!("{prefix}.to_f32"),
+            tract_core::ops::cast::cast(f32::datum_type()),
+            &hot,
+        )
     }
 }
 
@@ -266,9 +301,18 @@ struct TreeEnsembleRegressor {
     base_values: Option<Arc<Tensor>>,
 }
 
-fn tree_ensemble_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let post: String = node.get_attr_opt("post_transform")?.unwrap_or_else(|| "NONE".into());
-    node.expect_attr("post_transform", post == "NONE", "NONE (the only one regressors use)")?;
+fn tree_ensemble_regressor(
+    _: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let post: String = node
+        .get_attr_opt("post_transform")?
+        .unwrap_or_else(|| "NONE".into());
+    node.expect_attr(
+        "post_transform",
+        post == "NONE",
+        "NONE (the only one regressors use)",
+    )?;
     let n_targets: usize = node.get_attr("n_targets")?;
     let base_values: Option<Vec<f32>> = node.get_attr_opt_vec("base_values")?;
     if let Some(b) = &base_values {
@@ -331,7 +375,11 @@ fn tree_data(node: &NodeProto) -> TractResult<(TreeEnsembleData, usize)> {
         .iter()
         .map(|s| node_mode(s))
         .collect::<TractResult<_>>()?;
-    node.expect_attr("nodes_modes", modes.len() == n_nodes && nan_true.len() == n_nodes, "one per node")?;
+    node.expect_attr(
+        "nodes_modes",
+        modes.len() == n_nodes && nan_true.len() == n_nodes,
+        "one per node",
+    )?;
 
     let n_leaves = node.get_attr_slice::<i64>("target_ids")?.len();
     let leaf_node_ids = vec("target_nodeids", n_leaves)?;
@@ -415,7 +463,11 @@ impl Expansion for TreeEnsembleRegressor {
         )?;
         if let Some(base) = &self.base_values {
             let base = model.add_const(format!("{prefix}.base"), base.clone())?;
-            y = model.wire_node(format!("{prefix}.base_values"), tract_core::ops::math::add(), &[y[0], base])?;
+            y = model.wire_node(
+                format!("{prefix}.base_values"),
+                tract_core::ops::math::add(),
+                &[y[0], base],
+            )?;
         }
         Ok(y)
     }

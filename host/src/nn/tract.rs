@@ -68,6 +68,12 @@ fn missing_operators(onnx: &tract_onnx::Onnx, bytes: &[u8]) -> Option<String> {
     (!missing.is_empty()).then(|| format!("the operator(s) {}", missing.join(", ")))
 }
 
+/// Why tract cannot run the ONNX graph in `bytes` (the operators it lacks), if it cannot;
+/// for `scoria models list`, which says so without loading anything.
+pub fn cannot_run(bytes: &[u8]) -> Option<String> {
+    missing_operators(&onnx_ml::onnx(), bytes)
+}
+
 impl TractGraph {
     /// Parse and type the graph, pinning its inputs to the card, and build the unit plan.
     fn new(entry: &ModelEntry, bytes: &[u8]) -> Result<Self, NnError> {
@@ -116,17 +122,19 @@ impl TractGraph {
             let fact = InferenceFact::dt_shape(datum_type(spec.dtype)?, shape);
             model.set_input_fact(i, fact).map_err(fail)?;
         }
-        let typed = model.into_typed().map_err(|e| match missing_operators(&onnx, bytes) {
-            Some(ops) => NnError::new(
-                ErrorKind::UnsupportedOperation,
-                format!(
-                    "{}: tract has no implementation of {ops}; serve this model with ONNX Runtime \
+        let typed = model
+            .into_typed()
+            .map_err(|e| match missing_operators(&onnx, bytes) {
+                Some(ops) => NnError::new(
+                    ErrorKind::UnsupportedOperation,
+                    format!(
+                        "{}: tract has no implementation of {ops}; serve this model with ONNX Runtime \
                      (`backend = \"onnxruntime\"` in its card, or `--backend auto`)",
-                    path.display()
+                        path.display()
+                    ),
                 ),
-            ),
-            None => fail(e),
-        })?;
+                None => fail(e),
+            })?;
         let graph = TractGraph {
             name: card.name.clone(),
             typed,
