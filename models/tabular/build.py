@@ -16,7 +16,8 @@ downloaded), converted by `models/tools/sklearn_onnx.py`.
 
 For each, `models/<name>/holdout.json` keeps the held-out records with scikit-learn's own
 `predict` and `predict_proba` (or `predict` for the regressor), which the tests compare
-Scoria's answers with.
+Scoria's answers with, and `pipeline.joblib` the fitted pipeline, which the benchmark's
+Python server (`bench/peers/sklearn_flask.py`) serves.
 
 Usage: build.py <models-dir>
 """
@@ -26,6 +27,7 @@ import os
 import sys
 import warnings
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
@@ -45,6 +47,8 @@ SKLEARN = f"scikit-learn {__import__('sklearn').__version__}"
 
 
 def holdout(out, model, X, classifier):
+    # The fitted pipeline itself, for the Python server the benchmark compares with.
+    joblib.dump(model, os.path.join(out, "pipeline.joblib"))
     records = X.to_dict(orient="records")
     fixture = {"records": records}
     if classifier:

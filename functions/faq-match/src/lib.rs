@@ -18,13 +18,13 @@
 use scoria_guest::card::{Card, MODELS_ROOT};
 use scoria_guest::error::ApiError;
 use scoria_guest::nn::{compute, F32Tensor, I64Tensor, Input};
+use scoria_guest::timing::Timing;
 use scoria_guest::{instance, mount, request};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
 use std::cell::OnceCell;
 use std::rc::Rc;
-use std::time::Instant;
 use text::{TextEncoder, TextPreprocess};
 
 type Response = spin_sdk::http::Response<String>;
@@ -48,31 +48,8 @@ async fn handle(req: Request) -> Response {
         Err(e) => (e.status, e.to_json()),
     };
     let mut r = scoria_guest::response::json(status, body);
-    if let Ok(v) = timing.header().parse() {
-        r.headers_mut().insert("server-timing", v);
-    }
+    timing.add_to(&mut r);
     r
-}
-
-/// Milliseconds per step, for `Server-Timing` (the host adds its own `inference` total).
-#[derive(Default)]
-struct Timing(Vec<(&'static str, f64)>);
-
-impl Timing {
-    fn time<T>(&mut self, step: &'static str, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
-        let out = f();
-        self.0.push((step, t.elapsed().as_secs_f64() * 1e3));
-        out
-    }
-
-    fn header(&self) -> String {
-        self.0
-            .iter()
-            .map(|(n, ms)| format!("{n};dur={ms:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// The JSON request forms: `{"question": ..., "k": ...}` or the reference architecture's

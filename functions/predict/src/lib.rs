@@ -7,6 +7,9 @@
 //! model, and so which features, comes from the manifest and the card, never from code: the
 //! same component serves any number of tabular models side by side, one manifest entry each.
 //!
+//! Every answer carries `Server-Timing` entries for its steps: reading the card (`card`),
+//! checking the records (`records`), the `wasi:nn` `compute` and writing the `answer`.
+//!
 //! Configuration from the manifest's `environment`:
 //! - `SCORIA_MODEL` (required): the model; its folder is mounted at `/models/<name>`.
 //! - `SCORIA_MAX_RECORDS` (default 10000): more records in one request get 400.
@@ -14,6 +17,7 @@
 use scoria_guest::card::Card;
 use scoria_guest::error::ApiError;
 use scoria_guest::nn::{compute, F32Tensor, I64Tensor, Input};
+use scoria_guest::timing::Timing;
 use scoria_guest::{instance, request};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
@@ -37,14 +41,17 @@ thread_local! {
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response {
-    let (status, body) = match answer(req).await {
+    let mut timing = Timing::default();
+    let (status, body) = match answer(req, &mut timing).await {
         Ok(json) => (200, json),
         Err(e) => (e.status, e.to_json()),
     };
-    scoria_guest::response::json(status, body)
+    let mut r = scoria_guest::response::json(status, body);
+    timing.add_to(&mut r);
+    r
 }
 
-async fn answer(req: Request) -> Result<String, ApiError> {
+async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
     if req.method() != Method::POST {
         return Err(ApiError::new(
             405,
@@ -54,23 +61,27 @@ async fn answer(req: Request) -> Result<String, ApiError> {
     }
     let max_records = request::env_or("SCORIA_MAX_RECORDS", 10_000usize)?;
     let model = request::env_required("SCORIA_MODEL")?;
-    let card = instance::keep(&CARD, || {
-        let card: Card<Schema> = Card::load(&model)?;
-        let layout = card.preprocess.layout().map_err(|e| {
-            ApiError::internal(
-                "model_card_invalid",
-                format!("/models/{model}/model.toml [preprocess]: {e}"),
-            )
-        })?;
-        Ok::<_, ApiError>((card, layout))
+    let card = timing.time("card", || {
+        instance::keep(&CARD, || {
+            let card: Card<Schema> = Card::load(&model)?;
+            let layout = card.preprocess.layout().map_err(|e| {
+                ApiError::internal(
+                    "model_card_invalid",
+                    format!("/models/{model}/model.toml [preprocess]: {e}"),
+                )
+            })?;
+            Ok::<_, ApiError>((card, layout))
+        })
     })?;
     let (card, layout) = &*card;
     let body =
         req.into_body().bytes().await.map_err(|e| {
             ApiError::bad_request("body_unreadable", format!("could not read the body: {e:?}"))
         })?;
-    let batch = tabular::parse(&card.preprocess, layout, &body, max_records)
-        .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let batch = timing.time("records", || {
+        tabular::parse(&card.preprocess, layout, &body, max_records)
+            .map_err(|e| ApiError::bad_request(e.code, e.message))
+    })?;
 
     let rows = batch.rows as u32;
     let inputs = batch
@@ -85,7 +96,7 @@ async fn answer(req: Request) -> Result<String, ApiError> {
             (c.input, t)
         })
         .collect();
-    let outputs = compute(&card.name, inputs)?;
+    let outputs = timing.time("compute", || compute(&card.name, inputs))?;
     let schema = &card.preprocess;
     let output = outputs
         .into_iter()
@@ -99,9 +110,11 @@ async fn answer(req: Request) -> Result<String, ApiError> {
         .1;
     let predictions = tabular::predictions(schema, batch.rows, &output.data)
         .map_err(|e| ApiError::internal("inference_failed", e))?;
-    serde_json::to_string(&Answer {
-        model: &card.name,
-        predictions,
+    timing.time("answer", || {
+        serde_json::to_string(&Answer {
+            model: &card.name,
+            predictions,
+        })
+        .map_err(|e| ApiError::internal("internal", e.to_string()))
     })
-    .map_err(|e| ApiError::internal("internal", e.to_string()))
 }

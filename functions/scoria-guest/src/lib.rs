@@ -6,6 +6,7 @@
 //! - [`mount`]: reading a file from the component's mounts in few host calls;
 //! - [`request`]: the media type, the `k` parameter and settings, read the same way by all;
 //! - [`response`]: the JSON answer, with its length;
+//! - [`timing`]: the function's steps in its `Server-Timing` header;
 //! - [`instance`]: what an instance keeps for its later requests, where it has any.
 
 pub mod card;
@@ -15,3 +16,4 @@ pub mod mount;
 pub mod nn;
 pub mod request;
 pub mod response;
+pub mod timing;

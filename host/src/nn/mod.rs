@@ -16,6 +16,7 @@ pub mod pool;
 #[cfg(test)]
 mod thread_state;
 pub mod tract;
+mod trees;
 pub mod wit;
 
 use crate::models::{DType, ModelEntry, TensorSpec};
