@@ -4,7 +4,10 @@
 through `scoria up`, on tract and on ONNX Runtime, against `bench/peers/sklearn_flask.py`:
 Flask under gunicorn with one sync worker per CPU, calling the same fitted pipeline's
 `predict_proba`, as the reference architecture's scoring image does. Every side gets the same
-body: one held-out record, `{"instances": [record]}`.
+body: one held-out record, `{"instances": [record]}`. Scoria runs as spin.toml configures the
+predict components, `instance_reuse = 16` (the function keeps nothing between requests but
+its parsed card), and once more on tract with a fresh instance per request, the host's
+default, which shows what the fresh instance costs.
 
 For each side: p50, p99 and requests per second at each concurrency (oha, `--seconds` each,
 after a warm-up), then the targets as ratios: Scoria's p50 at concurrency 1 at most a third
@@ -28,10 +31,14 @@ from common import ROOT, free_port, oha, scoria_up  # noqa: E402
 from report import Report, step  # noqa: E402
 
 LEVELS = (1, 2, 8)
+# `instance_reuse`, as spin.toml sets it for the predict components; the last Scoria side
+# takes a fresh instance per request (the host's default), to show what that costs here.
+REUSE = 16
 
 
-def manifest(model):
-    """A manifest beside spin.toml serving `model` alone at /predict/<model>."""
+def manifest(model, reuse):
+    """A manifest beside spin.toml serving `model` alone at /predict/<model>, each instance
+    serving `reuse` requests (1: a fresh instance per request, the default)."""
     text = f"""spin_manifest_version = 2
 [application]
 name = "bench-tabular"
@@ -44,6 +51,7 @@ files = [{{ source = "models/{model}", destination = "/models/{model}" }}]
 environment = {{ SCORIA_MODEL = "{model}" }}
 [component.predict.tool.scoria]
 models = ["{model}"]
+instance_reuse = {reuse}
 """
     fd, path = tempfile.mkstemp(prefix=".bench-tabular-", suffix=".toml", dir=ROOT)
     with os.fdopen(fd, "w") as f:
@@ -108,24 +116,27 @@ def main():
     body_file.close()
     workers = os.cpu_count()
     sides = {}
-    path = manifest(a.model)
     try:
-        for backend in ("tract", "onnxruntime"):
-            step(f"Scoria on {backend}")
-            with scoria_up(os.path.join(a.bin_dir, "scoria"), path, ["--backend", backend]) as base:
-                sides[f"Scoria ({backend})"] = measure(a, f"{base}/predict/{a.model}", body_file.name)
+        for backend, reuse in (("tract", REUSE), ("onnxruntime", REUSE), ("tract", 1)):
+            name = f"Scoria ({backend})" if reuse == REUSE else f"Scoria ({backend}, fresh instances)"
+            step(name)
+            path = manifest(a.model, reuse)
+            try:
+                with scoria_up(os.path.join(a.bin_dir, "scoria"), path, ["--backend", backend]) as base:
+                    sides[name] = measure(a, f"{base}/predict/{a.model}", body_file.name)
+            finally:
+                os.remove(path)
         step(f"Flask + gunicorn ({workers} workers) + scikit-learn")
         with flask_peer(a.model, workers) as url:
             sides[f"Flask, {workers} workers"] = measure(a, url, body_file.name)
     finally:
-        os.remove(path)
         os.remove(body_file.name)
 
     peer = sides[f"Flask, {workers} workers"]
     print(f"\n/predict/{a.model}, one record a request, {a.seconds} s per level")
-    print(f"{'side':<24} " + " ".join(f"{'c=' + str(c) + ' p50':>10} {'p99':>8} {'req/s':>8}" for c in LEVELS))
+    print(f"{'side':<30} " + " ".join(f"{'c=' + str(c) + ' p50':>10} {'p99':>8} {'req/s':>8}" for c in LEVELS))
     for name, levels in sides.items():
-        print(f"{name:<24} " + " ".join(
+        print(f"{name:<30} " + " ".join(
             f"{levels[c]['p50']:>10.2f} {levels[c]['p99']:>8.2f} {levels[c]['rps']:>8.0f}" for c in LEVELS))
     print("\ntargets against the Python server: p50 at c=1 <= 0.33x, throughput at c=8 >= 3x")
     ratios = {}
@@ -135,7 +146,7 @@ def main():
         r = {"p50_c1": levels[1]["p50"] / peer[1]["p50"], "rps_c8": levels[8]["rps"] / peer[8]["rps"]}
         ratios[name] = r
         ok = "met" if r["p50_c1"] <= 1 / 3 and r["rps_c8"] >= 3 else "NOT met"
-        print(f"{name:<24} p50 {r['p50_c1']:.3f}x, throughput {r['rps_c8']:.2f}x: {ok}")
+        print(f"{name:<30} p50 {r['p50_c1']:.3f}x, throughput {r['rps_c8']:.2f}x: {ok}")
 
     report = Report("tabular", a.out, f"./dev bench tabular --model {a.model} --seconds {a.seconds}")
     subject = f"/predict/{a.model}, one record a request"
