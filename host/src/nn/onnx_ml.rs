@@ -11,7 +11,7 @@
 //! [`unsupported`] names the operators of a graph that no registered builder covers, so that
 //! a model tract cannot run is refused with their names before tract tries.
 
-use super::trees;
+use super::trees::{self, row};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -50,11 +50,6 @@ pub fn unsupported(onnx: &tract_onnx::Onnx, model: &tract_onnx::pb::ModelProto) 
     missing.sort();
     missing.dedup();
     missing
-}
-
-/// A rank-2 `[1, n]` constant, which broadcasts over a `[batch, n]` input.
-pub(super) fn row(values: &[f32]) -> TractResult<Arc<Tensor>> {
-    Ok(tensor1(values).into_shape(&[1, values.len()])?.into_arc_tensor())
 }
 
 /// The input as f32 (skl2onnx feeds these operators doubles or ints in some pipelines).

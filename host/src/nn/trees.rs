@@ -8,12 +8,16 @@
 //! read the way tract reads them, and `host/tests/tabular.rs` checks the answers against
 //! ONNX Runtime and scikit-learn.
 
-use super::onnx_ml::row;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_hir::tract_core::ops::nn::{Reduce, Reducer};
+
+/// A rank-2 `[1, n]` constant, which broadcasts over a `[batch, n]` input.
+pub(super) fn row(values: &[f32]) -> TractResult<Arc<Tensor>> {
+    Ok(tensor1(values).into_shape(&[1, values.len()])?.into_arc_tensor())
+}
 
 /// How a node compares its feature with its threshold; a leaf has none.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -479,5 +483,78 @@ impl Expansion for Classifier {
 
     fn nboutputs(&self) -> TractResult<usize> {
         Ok(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::AttributeProto;
+    use tract_onnx::pb::attribute_proto::AttributeType;
+
+    fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn floats(name: &str, v: &[f32]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Floats as i32,
+            floats: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Two trees over two targets. Tree 0: x0 <= 1 (NaN goes true) ? leaf(t0 += 1, t1 += 10)
+    /// : leaf(t0 += 2). Tree 1, listed out of order: x1 < 5 ? leaf(t0 += 4) : leaf(t1 += 8).
+    fn forest(aggregate: Aggregate) -> Forest {
+        let modes = ["BRANCH_LEQ", "LEAF", "LEAF", "LEAF", "LEAF", "BRANCH_LT"];
+        let node = NodeProto {
+            attribute: vec![
+                ints("nodes_treeids", &[0, 0, 0, 1, 1, 1]),
+                ints("nodes_nodeids", &[0, 1, 2, 2, 1, 0]),
+                ints("nodes_featureids", &[0, 0, 0, 0, 0, 1]),
+                ints("nodes_truenodeids", &[1, 0, 0, 0, 0, 1]),
+                ints("nodes_falsenodeids", &[2, 0, 0, 0, 0, 2]),
+                floats("nodes_values", &[1.0, 0.0, 0.0, 0.0, 0.0, 5.0]),
+                ints("nodes_missing_value_tracks_true", &[1, 0, 0, 0, 0, 0]),
+                AttributeProto {
+                    name: "nodes_modes".into(),
+                    r#type: AttributeType::Strings as i32,
+                    strings: modes.iter().map(|m| m.as_bytes().to_vec()).collect(),
+                    ..Default::default()
+                },
+                ints("target_treeids", &[0, 0, 0, 1, 1]),
+                ints("target_nodeids", &[1, 1, 2, 1, 2]),
+                ints("target_ids", &[0, 1, 0, 0, 1]),
+                floats("target_weights", &[1.0, 10.0, 2.0, 4.0, 8.0]),
+            ],
+            ..Default::default()
+        };
+        Forest::parse(&node, "target", 2, aggregate).unwrap()
+    }
+
+    fn score(f: &Forest, x: [f32; 2]) -> Vec<f32> {
+        let mut out = vec![0.0; 2];
+        f.score(&x, &mut out, &mut [0; 2]).unwrap();
+        out
+    }
+
+    #[test]
+    fn each_record_walks_every_tree_to_one_leaf() {
+        let sum = forest(Aggregate::Sum);
+        assert_eq!(score(&sum, [0.5, 1.0]), [5.0, 10.0]);
+        assert_eq!(score(&sum, [3.0, 9.0]), [2.0, 8.0]);
+        // NaN follows the node's flag: true in tree 0; tree 1's node sends it false.
+        assert_eq!(score(&sum, [f32::NAN, f32::NAN]), [1.0, 18.0]);
+        // Average over the weights each target got; min and max likewise.
+        assert_eq!(score(&forest(Aggregate::Average), [0.5, 1.0]), [2.5, 10.0]);
+        assert_eq!(score(&forest(Aggregate::Min), [0.5, 1.0]), [1.0, 10.0]);
+        assert_eq!(score(&forest(Aggregate::Max), [0.5, 1.0]), [4.0, 10.0]);
     }
 }
