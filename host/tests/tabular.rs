@@ -1,8 +1,9 @@
 //! Tabular models (scikit-learn pipelines) end to end, through the real `scoria up` over
 //! HTTP: every shipped example answers its held-out records as scikit-learn's own `predict`
 //! and `predict_proba` do, on every backend that can load it; a batch answers as its
-//! records one by one; bad records get a 400 naming the record and the feature; and a graph
-//! tract cannot run is refused by `--backend tract` and served by ONNX Runtime under `auto`.
+//! records one by one; bad records get a 400 naming the record and the feature; a graph
+//! tract cannot run is refused by `--backend tract` and served by ONNX Runtime under `auto`;
+//! and the documented conversion command turns a fitted pipeline into a model that serves.
 //!
 //! Needs what `./dev setup` produces: `models/tabular/build.py`'s models, with scikit-learn's
 //! predictions in each `holdout.json`, and ONNX Runtime's library.
@@ -21,8 +22,12 @@ const ORT_ONLY: &str = "iris-svm";
 /// A manifest in `dir` serving each of `models` at `/predict/<name>` with the `predict`
 /// component, and a `.cache` link beside it (ONNX Runtime's library, `auto`'s records).
 fn manifest(dir: &Path, models: &[&str]) -> String {
+    manifest_for(dir, &root().join("models"), models)
+}
+
+/// [`manifest`] with the models from the repository `repo`.
+fn manifest_for(dir: &Path, repo: &Path, models: &[&str]) -> String {
     let wasm = root().join("functions/target/wasm32-wasip2/release/predict.wasm");
-    let repo = root().join("models");
     let mut text = String::from("spin_manifest_version = 2\n[application]\nname = \"tabular\"\n");
     for m in models {
         text += &format!(
@@ -90,9 +95,14 @@ fn predict(s: &Server, model: &str, records: &[Value]) -> (u16, Value) {
 /// scikit-learn's: the same class and probabilities within 1e-5, or values within 1e-4
 /// relative. Returns the predictions.
 fn matches_scikit_learn(s: &Server, model: &str) -> Vec<Value> {
+    matches_scikit_learn_as(s, model, model)
+}
+
+/// [`matches_scikit_learn`] for `model` served under the name `served`.
+fn matches_scikit_learn_as(s: &Server, model: &str, served: &str) -> Vec<Value> {
     let fx = holdout(model);
     let records = fx["records"].as_array().unwrap();
-    let (status, v) = predict(s, model, records);
+    let (status, v) = predict(s, served, records);
     assert_eq!(status, 200, "{model}: {v}");
     let got = v["predictions"].as_array().unwrap().clone();
     assert_eq!(got.len(), records.len(), "{model}");
@@ -289,4 +299,36 @@ fn a_graph_tract_cannot_run_is_refused_by_tract_and_served_by_onnx_runtime_under
         line.contains("tract lacks") && line.contains("SVMClassifier"),
         "{line}"
     );
+}
+
+#[test]
+fn the_documented_conversion_command_turns_a_pipeline_into_a_model_that_serves() {
+    // docs/tabular.md's command, on the fitted diabetes-risk pipeline, into a new folder.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("models/my-model");
+    let status = Command::new(root().join(".cache/venv/bin/python"))
+        .arg(root().join("models/tools/sklearn_onnx.py"))
+        .arg(root().join("models/diabetes-risk/pipeline.joblib"))
+        .arg(&out)
+        .args([
+            "--categorical",
+            "sex",
+            "bmi_band",
+            "--allow-missing",
+            "bp",
+            "s6",
+            "--licence",
+            "BSD-3-Clause",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let card = std::fs::read_to_string(out.join("model.toml")).unwrap();
+    assert!(
+        card.contains("name = \"my-model\"") && card.contains("kind = \"category\""),
+        "{card}"
+    );
+    let m = manifest_for(dir.path(), &dir.path().join("models"), &["my-model"]);
+    let s = Server::start_with_models(&m, &dir.path().join("models"), &["--backend", "tract"]);
+    matches_scikit_learn_as(&s, "diabetes-risk", "my-model");
 }
