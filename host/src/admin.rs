@@ -14,7 +14,7 @@
 use crate::auth::bearer_token;
 use crate::deployment::{Deployments, SwapError};
 use crate::nn::LoadedModel;
-use crate::response::{Body, error, json};
+use crate::response::{Body, declared_length, error, json};
 use crate::runtime::Function;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -145,12 +145,7 @@ async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<b
         let msg = format!("the {what} is over the upload limit of {limit} bytes (--admin-max-upload-mib)");
         error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg)
     };
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     match Limited::new(req.into_body(), limit).collect().await {

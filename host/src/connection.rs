@@ -16,7 +16,7 @@
 use crate::metrics::Metrics;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -143,6 +143,9 @@ pub struct Clock {
     idle: Duration,
     headers: Duration,
     phase: Mutex<Phase>,
+    /// Whether `phase` is `Idle`, kept beside it so that a read, which only matters to an
+    /// idle connection, does not take the lock on every chunk of a body.
+    idle_now: AtomicBool,
     changed: Notify,
 }
 
@@ -153,6 +156,7 @@ impl Clock {
             idle,
             headers,
             phase: Mutex::new(Phase::Idle(Instant::now())),
+            idle_now: AtomicBool::new(true),
             changed: Notify::new(),
         })
     }
@@ -162,12 +166,16 @@ impl Clock {
             && let Some(p) = next(*phase)
         {
             *phase = p;
+            self.idle_now
+                .store(matches!(p, Phase::Idle(_)), Ordering::Release);
             self.changed.notify_one();
         }
     }
 
     fn bytes_arrived(&self) {
-        self.set(|p| matches!(p, Phase::Idle(_)).then(|| Phase::Headers(Instant::now())));
+        if self.idle_now.load(Ordering::Acquire) {
+            self.set(|p| matches!(p, Phase::Idle(_)).then(|| Phase::Headers(Instant::now())));
+        }
     }
 
     /// The request's headers are in (the server has it).

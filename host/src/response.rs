@@ -1,5 +1,6 @@
 //! The responses the host writes itself (probes, metrics, errors, the admin API), in one
-//! body type and one error format shared with the functions.
+//! body type and one error format shared with the functions; and the declared length of a
+//! request body, which decides a 413 before any byte of it is read.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -33,4 +34,13 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: String) -> 
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     json(status, body.to_string())
+}
+
+/// A request's declared body length (`Content-Length`), if it has a valid one: a body over
+/// the limit gets its 413 from this alone, before any byte of it is read.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }

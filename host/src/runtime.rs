@@ -492,7 +492,7 @@ pub enum MemoryLimitExceeded {
     Instance { limit: usize },
     /// Past `--memory-budget-mib`: other requests hold the memory now (503, retry).
     #[error(
-        "the host's memory budget of {} MiB is taken by other requests; retry shortly",
+        "the host's memory budget of {} MiB is taken by other requests (--memory-budget-mib); retry shortly",
         .budget >> 20
     )]
     Budget { budget: usize },

@@ -19,7 +19,7 @@ use crate::connection::{Clock, Connections, PROBE_TIMEOUT, Watched};
 use crate::deployment::Deployments;
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, HostGauges, Metrics};
-use crate::response::{Body, BoxError, error, json, respond};
+use crate::response::{Body, BoxError, declared_length, error, json, respond};
 use crate::runtime::{MemoryLimitExceeded, RequestState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -379,11 +379,7 @@ async fn dispatch<'a>(
             &format!("the request body is over the limit of {limit} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req.headers());
     if declared.is_some_and(|n| n > limit) {
         return done(too_large());
     }
@@ -396,7 +392,7 @@ async fn dispatch<'a>(
     let body = match tokio::time::timeout(state.config.body_timeout, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(BodyError::TooLarge)) => return done(too_large()),
-        Ok(Err(BodyError::Budget)) => return done(budget_exhausted(state)),
+        Ok(Err(BodyError::Budget)) => return done(budget_exhausted(state.config.budget.limit())),
         Ok(Err(BodyError::Unreadable(e))) => {
             let msg = format!("the request body could not be read: {e}");
             return done(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg));
@@ -506,12 +502,13 @@ async fn read_body(
 }
 
 /// The 503 for work the memory budget cannot hold now.
-fn budget_exhausted(state: &AppState) -> Response<Body> {
-    let msg = format!(
-        "the host's memory budget of {} MiB is taken by other requests (--memory-budget-mib); retry shortly",
-        state.config.budget.limit() >> 20
-    );
-    overloaded("memory_budget_exhausted", &msg)
+/// The 503 for a request whose body or guest memory does not fit the host's memory budget
+/// now, in one wording wherever the budget runs out.
+fn budget_exhausted(budget: usize) -> Response<Body> {
+    overloaded(
+        "memory_budget_exhausted",
+        &MemoryLimitExceeded::Budget { budget }.to_string(),
+    )
 }
 
 /// Append `step;dur=<ms>` to the response's `Server-Timing`.
@@ -577,9 +574,9 @@ fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -
         );
     }
     if let Some(inst) = e.downcast_ref::<InstantiationError<Arc<RequestState>>>() {
-        if let Some(m @ MemoryLimitExceeded::Budget { .. }) = inst.error.downcast_ref() {
+        if let Some(&MemoryLimitExceeded::Budget { budget }) = inst.error.downcast_ref() {
             tracing::warn!(component, "memory budget exhausted at instantiation");
-            return overloaded("memory_budget_exhausted", &m.to_string());
+            return budget_exhausted(budget);
         }
         tracing::error!(component, error = %format!("{:#}", inst.error), "instantiation failed");
         return overloaded(
@@ -591,9 +588,9 @@ fn guest_failure(component: &str, e: &wasmtime::Error, request: &RequestState) -
         .memory_exceeded()
         .or_else(|| e.downcast_ref::<MemoryLimitExceeded>())
     {
-        Some(m @ MemoryLimitExceeded::Budget { .. }) => {
+        Some(&MemoryLimitExceeded::Budget { budget }) => {
             tracing::warn!(component, "memory budget exhausted");
-            return overloaded("memory_budget_exhausted", &m.to_string());
+            return budget_exhausted(budget);
         }
         Some(m @ MemoryLimitExceeded::Instance { .. }) => {
             tracing::warn!(component, "memory limit exceeded");

@@ -246,18 +246,41 @@ pub fn classify_with_card(dir: &Path, edit: impl FnOnce(String) -> String) -> St
 
 /// Run `scoria up` on `manifest` with `extra` flags, expecting it to refuse to start; returns
 /// what it wrote to stderr (the reason).
+///
+/// A host that starts after all is stopped after 120 s and the test fails, rather than
+/// waiting for an exit that never comes.
 pub fn refused_start(manifest: &str, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_scoria"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scoria"))
         .current_dir(root())
         .args(["up", "--manifest", manifest, "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
         .args(extra)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap();
     assert!(
-        !out.status.success(),
-        "scoria up should have refused to start:\n{err}"
+        status.is_some_and(|s| !s.success()),
+        "scoria up should have refused to start ({status:?}):\n{err}"
     );
     err
 }
