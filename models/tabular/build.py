@@ -46,13 +46,15 @@ import sklearn_onnx  # noqa: E402
 SKLEARN = f"scikit-learn {__import__('sklearn').__version__}"
 
 
-def holdout(out, model, X, classifier):
+def holdout(out, model, X, classifier, names=None):
+    """Write the held-out records with scikit-learn's answers; `names` are the card's labels
+    for classes that are codes (0, 1, ...)."""
     # The fitted pipeline itself, for the Python server the benchmark compares with.
     joblib.dump(model, os.path.join(out, "pipeline.joblib"))
     records = X.to_dict(orient="records")
     fixture = {"records": records}
     if classifier:
-        fixture["predict"] = [str(c) for c in model.predict(X)]
+        fixture["predict"] = [names[int(c)] if names else str(c) for c in model.predict(X)]
         fixture["predict_proba"] = model.predict_proba(X).tolist()
     else:
         fixture["predict"] = model.predict(X).tolist()
@@ -73,12 +75,7 @@ def breast_cancer(root):
         source=f"models/tabular/build.py: fitted on load_breast_cancer ({SKLEARN}), converted by skl2onnx",
         licence="CC-BY-4.0",
     )
-    holdout(out, model, X_test, True)
-    # The fixture's labels are the card's names, not the 0/1 targets.
-    path = os.path.join(out, "holdout.json")
-    fixture = json.load(open(path))
-    fixture["predict"] = [names[int(c)] for c in fixture["predict"]]
-    json.dump(fixture, open(path, "w"))
+    holdout(out, model, X_test, True, names)
 
 
 def diabetes(root):
@@ -140,11 +137,7 @@ def iris_svm(root):
         source=f"models/tabular/build.py: fitted on load_iris ({SKLEARN}), converted by skl2onnx",
         licence="CC-BY-4.0",
     )
-    holdout(out, model, X_test, True)
-    path = os.path.join(out, "holdout.json")
-    fixture = json.load(open(path))
-    fixture["predict"] = [names[int(c)] for c in fixture["predict"]]
-    json.dump(fixture, open(path, "w"))
+    holdout(out, model, X_test, True, names)
 
 
 def main():
