@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -29,6 +30,37 @@ def machine():
     except OSError:
         pass
     return f"{model} ({os.cpu_count()} CPUs)"
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def peer_process(cmd, url, env=None):
+    """Run a peer server (`cmd`, a list) until the block ends, once `url` answers at all (any
+    HTTP status counts: a POST-only route answers a GET with 405); yields `url`."""
+    server = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    sys.exit(f"the peer {' '.join(cmd[:2])} did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def free_port():

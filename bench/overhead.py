@@ -24,19 +24,12 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, oha, scoria_process, with_instance_reuse  # noqa: E402
+from common import ROOT, cpu_seconds, oha, scoria_process, with_instance_reuse  # noqa: E402
 from report import Report  # noqa: E402
 
 MANIFEST = os.path.join(ROOT, "spin-nullnet.toml")
 CURRENT = "functions/target/wasm32-wasip2/release/image_classify.wasm"
 CONCURRENCY = 8
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of process `pid` so far, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def manifest_for(wasm, reuse=1):

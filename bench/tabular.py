@@ -17,17 +17,13 @@ Usage: tabular.py --bin-dir DIR --oha BIN [--model breast-cancer] [--seconds 5] 
 """
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, free_port, oha, scoria_up  # noqa: E402
+from common import ROOT, free_port, oha, peer_process, scoria_up  # noqa: E402
 from report import Report, step  # noqa: E402
 
 LEVELS = (1, 2, 8)
@@ -59,33 +55,15 @@ instance_reuse = {reuse}
     return path
 
 
-@contextlib.contextmanager
 def flask_peer(model, workers):
-    """gunicorn serving bench/peers/sklearn_flask.py on a free port; yields its /predict URL."""
+    """gunicorn serving bench/peers/sklearn_flask.py on a free port, until the block ends."""
     port = free_port()
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    env = {**os.environ, "SCORIA_PIPELINE": os.path.join(ROOT, "models", model, "pipeline.joblib")}
-    server = subprocess.Popen(
+    return peer_process(
         [gunicorn, "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--chdir",
          os.path.join(ROOT, "bench", "peers"), "--log-level", "warning", "sklearn_flask:app"],
-        env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/predict"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers (405: the route takes POST only)
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    sys.exit("the Flask peer did not start")
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait()
+        f"http://127.0.0.1:{port}/predict",
+        {"SCORIA_PIPELINE": os.path.join(ROOT, "models", model, "pipeline.joblib")})
 
 
 def measure(a, url, body):
