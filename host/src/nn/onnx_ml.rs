@@ -4,9 +4,9 @@
 //! tract has `LinearClassifier`, `LinearRegressor`, `TreeEnsembleClassifier`, `Normalizer`
 //! and `CategoryMapper`. skl2onnx also writes `Scaler` (StandardScaler and friends),
 //! `Imputer` (SimpleImputer), `OneHotEncoder` and `TreeEnsembleRegressor` (forests and
-//! boosted trees). Each is an expansion into tract's own operators; both tree ensembles,
-//! classifier included, run on Scoria's own evaluator ([`super::trees`]). Their outputs are checked against ONNX
-//! Runtime's by the tabular tests (`host/tests/tabular.rs`).
+//! boosted trees). The first three are expansions into tract's own operators; both tree
+//! ensembles, tract's classifier replaced too, run on Scoria's evaluator ([`super::trees`]).
+//! Their outputs are checked against ONNX Runtime's by `host/tests/tabular.rs`.
 //!
 //! [`unsupported`] names the operators of a graph that no registered builder covers, so that
 //! a model tract cannot run is refused with their names before tract tries.
