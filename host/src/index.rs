@@ -96,10 +96,20 @@ pub struct ListEntry {
     pub question: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// Other phrasings of the question; an entry scores as its best-matching phrasing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<String>,
 }
 
-/// Read a list: JSON Lines (`{"id", "question", "answer"?}` per line) or TSV
-/// (`id<TAB>question[<TAB>answer]`), by extension. Blank lines and, in TSV, lines starting
+impl ListEntry {
+    /// The texts an entry is matched by: its question, then its alternatives.
+    pub fn phrasings(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.question.as_str()).chain(self.alternatives.iter().map(String::as_str))
+    }
+}
+
+/// Read a list: JSON Lines (`{"id", "question", "answer"?, "alternatives"?}` per line) or
+/// TSV (`id<TAB>question[<TAB>answer]`), by extension. Blank lines and, in TSV, lines starting
 /// with `#` are skipped. Ids must be unique and questions non-empty.
 pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
     let text = std::fs::read_to_string(file).map_err(|source| IndexError::Read {
@@ -131,17 +141,23 @@ pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
                     .next()
                     .map(|a| a.trim().to_string())
                     .filter(|a| !a.is_empty()),
+                alternatives: Vec::new(),
             }
         } else {
             serde_json::from_str(raw).map_err(|e| {
                 err(
                     line,
-                    format!("{e}; expected {{\"id\": \"...\", \"question\": \"...\", \"answer\": \"...\"}}"),
+                    format!(
+                        "{e}; expected {{\"id\": \"...\", \"question\": \"...\", \"answer\": \"...\", \"alternatives\": [\"...\"]}}"
+                    ),
                 )
             })?
         };
         if entry.id.is_empty() || entry.question.trim().is_empty() {
             return Err(err(line, "`id` and `question` must not be empty".into()));
+        }
+        if entry.alternatives.iter().any(|a| a.trim().is_empty()) {
+            return Err(err(line, "an entry of `alternatives` is empty".into()));
         }
         if !seen.insert(entry.id.clone()) {
             return Err(err(line, format!("duplicate id `{}`", entry.id)));
@@ -253,13 +269,22 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
             message: e.to_string(),
         })?;
     let dim = src.text.dim;
-    // Column-major build: row r of `matrix` is dimension r across all entries.
+    // Each entry has `per` columns, one per phrasing; an entry with fewer repeats its
+    // question's, which changes no maximum. Row r of `matrix` is dimension r of every column.
     let n = entries.len();
-    let mut matrix = vec![0f32; dim * n];
-    for (col, entry) in entries.iter().enumerate() {
-        let e = embed(embedder, &encoder, &src.text, &entry.question)?;
-        for (r, v) in e.iter().enumerate() {
-            matrix[r * n + col] = *v;
+    let per = entries.iter().map(|e| e.phrasings().count()).max().unwrap_or(1);
+    let cols = n * per;
+    let mut matrix = vec![0f32; dim * cols];
+    for (i, entry) in entries.iter().enumerate() {
+        let embedded = entry
+            .phrasings()
+            .map(|text| embed(embedder, &encoder, &src.text, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        for k in 0..per {
+            let e = embedded.get(k).unwrap_or(&embedded[0]);
+            for (r, v) in e.iter().enumerate() {
+                matrix[r * cols + i * per + k] = *v;
+            }
         }
     }
 
@@ -269,7 +294,7 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
         .unwrap_or("index")
         .to_string();
     let onnx = dir.join("index.onnx");
-    write(&onnx, &matmul_model(&matrix, dim, n))?;
+    write(&onnx, &matmul_model(&matrix, dim, n, per))?;
     let jsonl: String = entries
         .iter()
         .map(|e| serde_json::to_string(e).map(|s| s + "\n"))
@@ -363,9 +388,11 @@ pub fn embed_encoded(
     text::embedding(&hidden, enc, pre).map_err(|e| e.to_string())
 }
 
-/// The ONNX graph `scores = query x matrix`, with `matrix` (`[dim, n]`, row-major) as a
-/// constant: matching becomes one more inference on whatever backend serves the model.
-pub(crate) fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
+/// The ONNX graph `scores = query x matrix`, with `matrix` (`[dim, n * per]`, row-major) as a
+/// constant: matching becomes one more inference on whatever backend serves the model. With
+/// `per` phrasings an entry (columns `i * per ..`), each entry's score is its best one:
+/// the product is reshaped to `[batch, n, per]` and reduced with `ReduceMax`.
+pub(crate) fn matmul_model(matrix: &[f32], dim: usize, n: usize, per: usize) -> Vec<u8> {
     use pb::tensor_proto::DataType;
     use pb::tensor_shape_proto::{Dimension, dimension::Value as Dim};
     let value = |name: &str, dims: Vec<Dim>| pb::ValueInfoProto {
@@ -387,22 +414,61 @@ pub(crate) fn matmul_model(matrix: &[f32], dim: usize, n: usize) -> Vec<u8> {
         }),
         ..Default::default()
     };
+    let node = |op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| pb::NodeProto {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    };
+    let mut initializer = vec![pb::TensorProto {
+        name: "matrix".into(),
+        dims: vec![dim as i64, (n * per) as i64],
+        data_type: DataType::Float as i32,
+        raw_data: matrix.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }];
+    let nodes = if per == 1 {
+        vec![node("MatMul", &["query", "matrix"], "scores", vec![])]
+    } else {
+        initializer.push(pb::TensorProto {
+            name: "by_entry_shape".into(),
+            dims: vec![3],
+            data_type: DataType::Int64 as i32,
+            raw_data: [-1i64, n as i64, per as i64]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ..Default::default()
+        });
+        let axes = pb::AttributeProto {
+            name: "axes".into(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ints: vec![2],
+            ..Default::default()
+        };
+        let keepdims = pb::AttributeProto {
+            name: "keepdims".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: 0,
+            ..Default::default()
+        };
+        vec![
+            node("MatMul", &["query", "matrix"], "phrasing_scores", vec![]),
+            node(
+                "Reshape",
+                &["phrasing_scores", "by_entry_shape"],
+                "by_entry",
+                vec![],
+            ),
+            node("ReduceMax", &["by_entry"], "scores", vec![axes, keepdims]),
+        ]
+    };
     let graph = pb::GraphProto {
         name: "index".into(),
-        node: vec![pb::NodeProto {
-            input: vec!["query".into(), "matrix".into()],
-            output: vec!["scores".into()],
-            name: "match".into(),
-            op_type: "MatMul".into(),
-            ..Default::default()
-        }],
-        initializer: vec![pb::TensorProto {
-            name: "matrix".into(),
-            dims: vec![dim as i64, n as i64],
-            data_type: DataType::Float as i32,
-            raw_data: matrix.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        }],
+        node: nodes,
+        initializer,
         input: vec![value(
             "query",
             vec![Dim::DimParam("batch".into()), Dim::DimValue(dim as i64)],
@@ -607,7 +673,7 @@ mod tests {
     fn the_index_graph_is_a_matmul_tract_can_run() {
         use tract_onnx::prelude::*;
         // Two entries in 3 dimensions: columns (1,0,0) and (0,1,0).
-        let bytes = matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2);
+        let bytes = matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2, 1);
         let model = tract_onnx::onnx()
             .model_for_read(&mut bytes.as_slice())
             .unwrap()
@@ -619,6 +685,57 @@ mod tests {
         let out = model.run(tvec![q.into_tvalue()]).unwrap();
         let scores = out[0].to_plain_array_view::<f32>().unwrap();
         assert_eq!(scores.as_slice().unwrap(), &[0.6, 0.8]);
+    }
+
+    #[test]
+    fn alternatives_are_read_and_checked() {
+        let t = tempfile::tempdir().unwrap();
+        let jsonl = t.path().join("a.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"id\": \"a\", \"question\": \"Q1\", \"alternatives\": [\"Q1 again\", \"Q1 once more\"]}\n",
+        )
+        .unwrap();
+        let e = read_list(&jsonl).unwrap();
+        assert_eq!(
+            e[0].phrasings().collect::<Vec<_>>(),
+            ["Q1", "Q1 again", "Q1 once more"]
+        );
+        for (bad, says) in [
+            (
+                "{\"id\": \"a\", \"question\": \"Q\", \"alternatives\": [\" \"]}",
+                "`alternatives` is empty",
+            ),
+            (
+                "{\"id\": \"a\", \"question\": \"Q\", \"alternatives\": \"Q2\"}",
+                "line 1",
+            ),
+        ] {
+            std::fs::write(&jsonl, format!("{bad}\n")).unwrap();
+            let msg = read_list(&jsonl).unwrap_err().to_string();
+            assert!(msg.contains(says), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn an_entry_scores_as_its_best_phrasing() {
+        use tract_onnx::prelude::*;
+        // Two entries, two phrasings each, in 2 dimensions: entry 0 is (1,0) or (0,1); entry 1
+        // is (0.6,0.8) twice. Columns: e0p0, e0p1, e1p0, e1p1.
+        let matrix = [1.0, 0.0, 0.6, 0.6, 0.0, 1.0, 0.8, 0.8];
+        let bytes = matmul_model(&matrix, 2, 2, 2);
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let q = tract_ndarray::arr2(&[[0.0f32, 1.0], [1.0, 0.0]]).into_tensor();
+        let out = model.run(tvec![q.into_tvalue()]).unwrap();
+        let scores = out[0].to_plain_array_view::<f32>().unwrap();
+        assert_eq!(scores.shape(), &[2, 2]);
+        assert_eq!(scores.as_slice().unwrap(), &[1.0, 0.8, 1.0, 0.6]);
     }
 
     #[test]

@@ -375,3 +375,69 @@ fn a_reused_instance_answers_as_fresh_ones_do() {
         "no request found its instance's tokenizer kept"
     );
 }
+
+/// An entry's `alternatives` are indexed beside its question, and the entry scores as its
+/// best phrasing: a question worded like an alternative finds the entry, with a higher score
+/// than the same list without alternatives gives it.
+#[test]
+fn an_entrys_alternatives_find_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("models/all-minilm-l6-v2"),
+        models.join("all-minilm-l6-v2"),
+    )
+    .unwrap();
+    let list = tmp.path().join("help.jsonl");
+    let entries = |alternatives: bool| {
+        let reset = if alternatives {
+            json!({"id": "reset", "question": "How do I reset my password?",
+                   "alternatives": ["I am locked out and cannot sign in", "forgot my login credentials"]})
+        } else {
+            json!({"id": "reset", "question": "How do I reset my password?"})
+        };
+        [
+            reset,
+            json!({"id": "invoice", "question": "Where can I download my invoices?"}),
+            json!({"id": "delete", "question": "How do I close my account for good?"}),
+        ]
+        .iter()
+        .map(|e| format!("{e}\n"))
+        .collect::<String>()
+    };
+    let manifest = faq_manifest(
+        tmp.path(),
+        &models,
+        "faq-help",
+        "",
+        r#"[component.faq-match.tool.scoria.indexes.faq-help]
+list = "help.jsonl"
+embedding_model = "all-minilm-l6-v2"
+licence = "CC0-1.0"
+"#,
+    );
+    let manifest = manifest.to_str().unwrap();
+    let question = json!({"question": "I'm locked out, I can't sign in anymore", "k": 3, "min_score": 0.0});
+    let score_of_reset = |alternatives: bool| {
+        std::fs::write(&list, entries(alternatives)).unwrap();
+        let s = Server::start_with_models(manifest, &models, &[]);
+        let (status, v) = ask(&s, question.clone());
+        assert_eq!(status, 200, "{v}");
+        let reset = v["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "reset")
+            .unwrap()["score"]
+            .as_f64();
+        (ids(&v)[0].clone(), reset.unwrap(), v)
+    };
+    let (_, plain, _) = score_of_reset(false);
+    let (first, with_alternatives, v) = score_of_reset(true);
+    assert_eq!(first, "reset", "{v}");
+    assert!(
+        with_alternatives > plain + 0.1,
+        "{plain} without alternatives, {with_alternatives} with: {v}"
+    );
+}

@@ -269,7 +269,7 @@ mod tests {
 
     fn graph(max_plans: usize) -> TractGraph {
         // scores[b, 2] = query[b, 3] x matrix[3, 2], dynamic batch.
-        let bytes = crate::index::matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2);
+        let bytes = crate::index::matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2, 1);
         let spec = |name: &str, shape: Vec<i64>| TensorSpec {
             name: name.into(),
             shape,
