@@ -23,7 +23,7 @@ use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
 use std::cell::OnceCell;
 use std::rc::Rc;
-use tabular::{InputLayout, Prediction, Schema, Values};
+use tabular::{Layout, Prediction, Schema, Values};
 
 /// The answer: the model, and a prediction per record in the request's order.
 #[derive(serde::Serialize)]
@@ -36,7 +36,7 @@ type Response = spin_sdk::http::Response<String>;
 
 thread_local! {
     /// The card and its input layout, read by an instance's first request.
-    static CARD: OnceCell<Rc<(Card<Schema>, Vec<InputLayout>)>> = const { OnceCell::new() };
+    static CARD: OnceCell<Rc<(Card<Schema>, Layout)>> = const { OnceCell::new() };
 }
 
 #[spin_sdk::http_service]

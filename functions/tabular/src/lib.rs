@@ -10,4 +10,4 @@ pub mod schema;
 
 pub use answer::{predictions, Prediction};
 pub use records::{parse, Batch, Column, RecordError, Values};
-pub use schema::{InputLayout, Kind, Schema, Task};
+pub use schema::{InputLayout, Kind, Layout, Schema, Task};

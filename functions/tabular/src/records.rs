@@ -6,7 +6,7 @@
 //! feature order. Every record of a request becomes one row of each input, so a batch is
 //! one compute.
 
-use crate::schema::{InputLayout, Kind, Missing, Schema, Unknown};
+use crate::schema::{Kind, Layout, Missing, Schema, Unknown};
 use serde_json::Value;
 
 /// Why a request's records were refused: a stable code and a message naming the record
@@ -53,7 +53,7 @@ pub const NO_CATEGORY: i64 = -1;
 /// Parse `body` into one row per record, at most `max_records` of them.
 pub fn parse(
     schema: &Schema,
-    layout: &[InputLayout],
+    layout: &Layout,
     body: &[u8],
     max_records: usize,
 ) -> Result<Batch, RecordError> {
@@ -64,23 +64,19 @@ pub fn parse(
         )
     })?;
     let records = match value {
-        Value::Array(records) => records,
-        Value::Object(mut o) => match o.remove("instances") {
-            Some(Value::Array(records)) if o.is_empty() => records,
-            _ => {
-                return Err(refuse(
-                    "invalid_request",
-                    "expected {\"instances\": [record, ...]} or a JSON array of records",
-                ));
-            }
+        Value::Array(records) => Some(records),
+        Value::Object(mut o) if o.len() == 1 => match o.remove("instances") {
+            Some(Value::Array(records)) => Some(records),
+            _ => None,
         },
-        _ => {
-            return Err(refuse(
-                "invalid_request",
-                "expected {\"instances\": [record, ...]} or a JSON array of records",
-            ))
-        }
-    };
+        _ => None,
+    }
+    .ok_or_else(|| {
+        refuse(
+            "invalid_request",
+            "expected {\"instances\": [record, ...]} or a JSON array of records",
+        )
+    })?;
     if records.is_empty() {
         return Err(refuse("empty_batch", "there are no records to score"));
     }
@@ -95,6 +91,7 @@ pub fn parse(
     }
     let rows = records.len();
     let mut columns: Vec<Column> = layout
+        .inputs
         .iter()
         .map(|l| Column {
             input: l.name.clone(),
@@ -105,22 +102,11 @@ pub fn parse(
             },
         })
         .collect();
-    // Where each feature goes: its input's index in `columns`, and its column there.
-    let slots: Vec<(usize, usize)> = schema
-        .features
-        .iter()
-        .map(|f| {
-            (
-                layout.iter().position(|l| l.name == f.input).unwrap_or(0),
-                f.column,
-            )
-        })
-        .collect();
 
     for (r, record) in records.iter().enumerate() {
         let mut put = |i: usize, value: &Value| -> Result<(), RecordError> {
             let f = &schema.features[i];
-            let (c, col) = slots[i];
+            let (c, col) = layout.slots[i];
             let column = &mut columns[c];
             let at = r * column.width + col;
             match &mut column.values {

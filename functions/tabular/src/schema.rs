@@ -89,11 +89,20 @@ pub struct InputLayout {
     pub width: usize,
 }
 
+/// Where records go: the graph inputs, and each feature's place among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The inputs in the order their first feature appears.
+    pub inputs: Vec<InputLayout>,
+    /// Per feature, in the schema's order: its input's index in `inputs`, and its column.
+    pub slots: Vec<(usize, usize)>,
+}
+
 impl Schema {
     /// Check that the schema is whole: unique feature names, every input's columns 0..n
     /// filled once by features of one kind, categories where they belong, classes for a
-    /// classifier. Returns the inputs in the order their first feature appears.
-    pub fn layout(&self) -> Result<Vec<InputLayout>, String> {
+    /// classifier. Computed once per instance; every request's records follow it.
+    pub fn layout(&self) -> Result<Layout, String> {
         if self.features.is_empty() {
             return Err("`features` is empty".into());
         }
@@ -102,6 +111,7 @@ impl Schema {
         }
         let mut names = HashMap::new();
         let mut inputs: Vec<(InputLayout, Vec<bool>)> = Vec::new();
+        let mut slots = Vec::with_capacity(self.features.len());
         for f in &self.features {
             if names.insert(f.name.as_str(), ()).is_some() {
                 return Err(format!("feature `{}` is declared twice", f.name));
@@ -144,14 +154,16 @@ impl Schema {
                 ));
             }
             layout.width = filled.len();
+            slots.push((at, f.column));
         }
-        inputs
+        let inputs = inputs
             .into_iter()
             .map(|(layout, filled)| match filled.iter().position(|&f| !f) {
                 Some(c) => Err(format!("column {c} of input `{}` has no feature", layout.name)),
                 None => Ok(layout),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Layout { inputs, slots })
     }
 }
 
@@ -184,6 +196,8 @@ unknown = "ignore"
     #[test]
     fn a_whole_schema_lays_out_its_inputs() {
         let layout = schema(MIXED).layout().unwrap();
+        assert_eq!(layout.slots, [(0, 0), (1, 0)]);
+        let layout = layout.inputs;
         assert_eq!(layout.len(), 2);
         assert_eq!(
             (layout[1].name.as_str(), layout[1].kind, layout[1].width),

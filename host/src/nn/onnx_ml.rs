@@ -52,14 +52,15 @@ pub fn unsupported(onnx: &tract_onnx::Onnx, model: &tract_onnx::pb::ModelProto) 
     missing
 }
 
-/// The input as f32 (skl2onnx feeds these operators doubles or ints in some pipelines).
-fn as_f32(prefix: &str, model: &mut TypedModel, x: OutletId) -> TractResult<OutletId> {
-    if model.outlet_fact(x)?.datum_type == f32::datum_type() {
+/// `x` as `to`, cast only when it is another type (skl2onnx feeds these operators doubles or
+/// ints in some pipelines).
+fn as_type(prefix: &str, model: &mut TypedModel, x: OutletId, to: DatumType) -> TractResult<OutletId> {
+    if model.outlet_fact(x)?.datum_type == to {
         return Ok(x);
     }
     Ok(model.wire_node(
-        format!("{prefix}.to_f32"),
-        tract_core::ops::cast::cast(f32::datum_type()),
+        format!("{prefix}.to_{to:?}"),
+        tract_core::ops::cast::cast(to),
         &[x],
     )?[0])
 }
@@ -111,7 +112,7 @@ impl Expansion for Scaler {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let x = as_f32(prefix, model, inputs[0])?;
+        let x = as_type(prefix, model, inputs[0], f32::datum_type())?;
         let offset = model.add_const(format!("{prefix}.offset"), self.offset.clone())?;
         let scale = model.add_const(format!("{prefix}.scale"), self.scale.clone())?;
         let centred = model.wire_node(
@@ -165,7 +166,7 @@ impl Expansion for Imputer {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let x = as_f32(prefix, model, inputs[0])?;
+        let x = as_type(prefix, model, inputs[0], f32::datum_type())?;
         let mask = match self.replaced {
             None => model.wire_node(format!("{prefix}.is_nan"), tract_core::ops::math::is_nan(), &[x])?[0],
             Some(bits) => {
@@ -229,14 +230,7 @@ impl Expansion for OneHotEncoder {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let mut x = inputs[0];
-        if model.outlet_fact(x)?.datum_type != i64::datum_type() {
-            x = model.wire_node(
-                format!("{prefix}.to_i64"),
-                tract_core::ops::cast::cast(i64::datum_type()),
-                &[x],
-            )?[0];
-        }
+        let x = as_type(prefix, model, inputs[0], i64::datum_type())?;
         let rank = model.outlet_fact(x)?.rank();
         let x = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[x])?[0];
         let mut shape = vec![1; rank];

@@ -227,6 +227,27 @@ impl Forest {
     }
 }
 
+impl Forest {
+    /// Wire this ensemble over `inputs`, plus `base` (a `[1, targets]` row) where the
+    /// operator has `base_values`: the scores both ONNX tree operators start from.
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+        base: Option<&Arc<Tensor>>,
+    ) -> TractResult<TVec<OutletId>> {
+        let y = model.wire_node(format!("{prefix}.trees"), self.clone(), inputs)?;
+        let Some(base) = base else { return Ok(y) };
+        let base = model.add_const(format!("{prefix}.base"), base.clone())?;
+        model.wire_node(
+            format!("{prefix}.base_values"),
+            tract_core::ops::math::add(),
+            &[y[0], base],
+        )
+    }
+}
+
 impl Op for Forest {
     fn name(&self) -> StaticName {
         "ScoriaTreeEnsemble".into()
@@ -248,7 +269,11 @@ impl EvalOp for Forest {
             "the tree ensemble reads feature {}, the input has {width}",
             self.features.saturating_sub(1)
         );
-        let rows: Vec<f32> = view.iter().copied().collect();
+        // A plain tensor is contiguous: read it in place; copy only a strided view.
+        let rows: std::borrow::Cow<[f32]> = match view.as_slice() {
+            Some(rows) => rows.into(),
+            None => view.iter().copied().collect::<Vec<_>>().into(),
+        };
         let n = rows.len() / width.max(1);
         let mut out = vec![0f32; n * self.targets];
         let mut counts = vec![0u32; self.targets];
@@ -340,16 +365,7 @@ impl Expansion for Regressor {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let mut y = model.wire_node(format!("{prefix}.trees"), self.forest.clone(), inputs)?;
-        if let Some(base) = &self.base {
-            let base = model.add_const(format!("{prefix}.base"), base.clone())?;
-            y = model.wire_node(
-                format!("{prefix}.base_values"),
-                tract_core::ops::math::add(),
-                &[y[0], base],
-            )?;
-        }
-        Ok(y)
+        self.forest.wire(prefix, model, inputs, self.base.as_ref())
     }
 }
 
@@ -423,15 +439,7 @@ impl Expansion for Classifier {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let mut scores = model.wire_node(format!("{prefix}.trees"), self.forest.clone(), inputs)?;
-        if let Some(base) = &self.base {
-            let base = model.add_const(format!("{prefix}.base"), base.clone())?;
-            scores = model.wire_node(
-                format!("{prefix}.base_values"),
-                tract_core::ops::math::add(),
-                &[scores[0], base],
-            )?;
-        }
+        let mut scores = self.forest.wire(prefix, model, inputs, self.base.as_ref())?;
         scores = match self.post {
             Post::None => scores,
             Post::Softmax => tract_onnx::tract_hir::ops::nn::LayerSoftmax::new(1, false).wire(
