@@ -134,6 +134,15 @@ def card_table(model, section, lines, drop=()):
         yield tmp
 
 
+def manifest_beside_root(text, prefix):
+    """Write manifest `text` to a new file beside spin.toml (a manifest's paths are relative
+    to it) whose name starts with `prefix`; returns its path. The caller removes it."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".toml", dir=ROOT)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
 def with_instance_reuse(text, component, n):
     """Manifest `text` with `instance_reuse = n` set for `component`."""
     table = f"[component.{component}.tool.scoria]\n"
@@ -148,10 +157,8 @@ def reused(manifest, component, n):
     beside it (its paths are relative to it) until the block ends; yields its path."""
     with open(os.path.join(ROOT, manifest)) as f:
         text = with_instance_reuse(f.read(), component, n)
-    fd, path = tempfile.mkstemp(prefix=".bench-reuse-", suffix=".toml", dir=ROOT)
+    path = manifest_beside_root(text, ".bench-reuse-")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
         yield path
     finally:
         os.remove(path)

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, cpu_seconds, oha, scoria_process, with_instance_reuse  # noqa: E402
+from common import ROOT, cpu_seconds, manifest_beside_root, oha, scoria_process, with_instance_reuse  # noqa: E402
 from report import Report  # noqa: E402
 
 MANIFEST = os.path.join(ROOT, "spin-nullnet.toml")
@@ -38,10 +38,7 @@ def manifest_for(wasm, reuse=1):
     with open(MANIFEST) as f:
         text = f.read().replace(CURRENT, os.path.relpath(wasm, ROOT))
     text = with_instance_reuse(text, "image-classify", reuse)
-    fd, path = tempfile.mkstemp(prefix=".overhead-", suffix=".toml", dir=ROOT)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    return manifest_beside_root(text, ".overhead-")
 
 
 def measure(a, wasm, body, reuse=1):

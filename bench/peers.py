@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, cpu_seconds, free_port, oha, peer_process, scoria_process, scoria_up  # noqa: E402
+from common import ROOT, cpu_seconds, free_port, manifest_beside_root, oha, peer_process, scoria_process, scoria_up  # noqa: E402
 from report import Report, step  # noqa: E402
 
 HELLO = "functions/target/wasm32-wasip2/release/hello_p2.wasm"
@@ -52,10 +52,7 @@ component = "hello"
 [component.hello]
 source = "{HELLO}"
 """
-    fd, path = tempfile.mkstemp(prefix=".bench-hello-", suffix=".toml", dir=ROOT)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    return manifest_beside_root(text, ".bench-hello-")
 
 
 def photo(a, workers):

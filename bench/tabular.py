@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, free_port, oha, peer_process, scoria_up  # noqa: E402
+from common import ROOT, free_port, manifest_beside_root, oha, peer_process, scoria_up  # noqa: E402
 from report import Report, step  # noqa: E402
 
 LEVELS = (1, 2, 8)
@@ -49,10 +49,7 @@ environment = {{ SCORIA_MODEL = "{model}" }}
 models = ["{model}"]
 instance_reuse = {reuse}
 """
-    fd, path = tempfile.mkstemp(prefix=".bench-tabular-", suffix=".toml", dir=ROOT)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    return manifest_beside_root(text, ".bench-tabular-")
 
 
 def flask_peer(model, workers):
