@@ -669,22 +669,31 @@ mod tests {
         assert!(msg.contains("a.jsonl line 1"), "{msg}");
     }
 
-    #[test]
-    fn the_index_graph_is_a_matmul_tract_can_run() {
+    /// Run the index graph `bytes` on tract for the queries `q` (`[batch, dim]`); returns the
+    /// scores' shape and values.
+    fn run_index(bytes: &[u8], q: tract_onnx::prelude::tract_ndarray::Array2<f32>) -> (Vec<usize>, Vec<f32>) {
         use tract_onnx::prelude::*;
-        // Two entries in 3 dimensions: columns (1,0,0) and (0,1,0).
-        let bytes = matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2, 1);
         let model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
+            .model_for_read(&mut &bytes[..])
             .unwrap()
             .into_optimized()
             .unwrap()
             .into_runnable()
             .unwrap();
-        let q = tract_ndarray::arr2(&[[0.6f32, 0.8, 0.0]]).into_tensor();
-        let out = model.run(tvec![q.into_tvalue()]).unwrap();
+        let out = model.run(tvec![q.into_tensor().into_tvalue()]).unwrap();
         let scores = out[0].to_plain_array_view::<f32>().unwrap();
-        assert_eq!(scores.as_slice().unwrap(), &[0.6, 0.8]);
+        (scores.shape().to_vec(), scores.iter().copied().collect())
+    }
+
+    #[test]
+    fn the_index_graph_is_a_matmul_tract_can_run() {
+        // Two entries in 3 dimensions: columns (1,0,0) and (0,1,0).
+        let bytes = matmul_model(&[1.0, 0.0, 0.0, 1.0, 0.0, 0.0], 3, 2, 1);
+        let (_, scores) = run_index(
+            &bytes,
+            tract_onnx::prelude::tract_ndarray::arr2(&[[0.6f32, 0.8, 0.0]]),
+        );
+        assert_eq!(scores, [0.6, 0.8]);
     }
 
     #[test]
@@ -719,23 +728,16 @@ mod tests {
 
     #[test]
     fn an_entry_scores_as_its_best_phrasing() {
-        use tract_onnx::prelude::*;
         // Two entries, two phrasings each, in 2 dimensions: entry 0 is (1,0) or (0,1); entry 1
         // is (0.6,0.8) twice. Columns: e0p0, e0p1, e1p0, e1p1.
         let matrix = [1.0, 0.0, 0.6, 0.6, 0.0, 1.0, 0.8, 0.8];
         let bytes = matmul_model(&matrix, 2, 2, 2);
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let q = tract_ndarray::arr2(&[[0.0f32, 1.0], [1.0, 0.0]]).into_tensor();
-        let out = model.run(tvec![q.into_tvalue()]).unwrap();
-        let scores = out[0].to_plain_array_view::<f32>().unwrap();
-        assert_eq!(scores.shape(), &[2, 2]);
-        assert_eq!(scores.as_slice().unwrap(), &[1.0, 0.8, 1.0, 0.6]);
+        let (shape, scores) = run_index(
+            &bytes,
+            tract_onnx::prelude::tract_ndarray::arr2(&[[0.0f32, 1.0], [1.0, 0.0]]),
+        );
+        assert_eq!(shape, [2, 2]);
+        assert_eq!(scores, [1.0, 0.8, 1.0, 0.6]);
     }
 
     #[test]

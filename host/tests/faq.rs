@@ -241,6 +241,19 @@ fn bad_questions_get_4xx_json_errors_and_harm_nothing() {
     assert_eq!((status, ids(&v)[0].as_str()), (200, "array-sort-numbers"), "{v}");
 }
 
+/// `<dir>/models`, a model repository holding (a link to) the embedding model alone, where
+/// a test builds its own index.
+fn repository_with_minilm(dir: &Path) -> std::path::PathBuf {
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("models/all-minilm-l6-v2"),
+        models.join("all-minilm-l6-v2"),
+    )
+    .unwrap();
+    models
+}
+
 /// A second list is one `scoria index` command and a manifest change, with the same
 /// function binary; the manifest declares the list, and a changed list is re-indexed at
 /// start-up.
@@ -253,13 +266,7 @@ fn a_second_faq_list_is_served_without_rebuilding_the_function() {
         list_src.display()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::os::unix::fs::symlink(
-        root().join("models/all-minilm-l6-v2"),
-        models.join("all-minilm-l6-v2"),
-    )
-    .unwrap();
+    let models = repository_with_minilm(tmp.path());
     let list = tmp.path().join("zaragoza.jsonl");
     std::fs::copy(&list_src, &list).unwrap();
 
@@ -382,13 +389,7 @@ fn a_reused_instance_answers_as_fresh_ones_do() {
 #[test]
 fn an_entrys_alternatives_find_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    std::os::unix::fs::symlink(
-        root().join("models/all-minilm-l6-v2"),
-        models.join("all-minilm-l6-v2"),
-    )
-    .unwrap();
+    let models = repository_with_minilm(tmp.path());
     let list = tmp.path().join("help.jsonl");
     let entries = |alternatives: bool| {
         let reset = if alternatives {
