@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::models::Repository;
 use crate::nn::ModelRegistry;
 use crate::runtime::{Function, Limits, Runtime};
+use crate::variables::Values;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,17 +52,18 @@ pub struct Prepared {
     pub functions: HashMap<String, Function>,
 }
 
-/// Everything `scoria up` needs before it can serve.
+/// Everything `scoria up` needs before it can serve; `variables` are the app's resolved values.
 pub fn prepare(
     manifest: &Manifest,
     repo: &Repository,
     loader: Arc<ModelLoader>,
     limits: Limits,
+    variables: Values,
     cache: Option<CompileCache>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Prepared> {
     let models = loader.load_models(manifest, repo)?;
-    let runtime = Runtime::new(limits, cache)?;
+    let runtime = Runtime::new(limits, cache, variables)?;
     let functions = compile_functions(manifest, &runtime, &models, metrics)?;
     Ok(Prepared {
         runtime: Arc::new(runtime),
@@ -74,7 +76,8 @@ pub fn prepare(
 /// `scoria compile`: compile every component of `manifest` into `cache`, for container
 /// images and pods that should start without running Cranelift.
 pub fn precompile(manifest: &Manifest, cache: CompileCache) -> anyhow::Result<Vec<Function>> {
-    let runtime = Runtime::new(Limits::default(), Some(cache))?;
+    // Compiling checks imports only; no variable values are needed for that.
+    let runtime = Runtime::new(Limits::default(), Some(cache), Values::default())?;
     let metrics = Arc::new(Metrics::default());
     // No models are loaded here: compiling only checks imports, not what a guest may load.
     let models = ModelRegistry::default();

@@ -86,6 +86,12 @@ impl Deployments {
         });
     }
 
+    /// Every loaded model, once start-up is done: what the inference protocol serves. A swap
+    /// of a model is seen here as by the functions, since they share its slot.
+    pub fn registry(&self) -> Option<&ModelRegistry> {
+        self.context.get().map(|c| &c.models)
+    }
+
     /// Whether start-up is done.
     pub fn is_ready(&self) -> bool {
         self.context.get().is_some()

@@ -4,13 +4,16 @@
 //! starts the plugin for trigger type `scoria` with `SPIN_LOCKED_URL` pointing at it. The
 //! locked app carries what Spin resolved: component sources, environment, file mounts (copied
 //! into Spin's working directory, or mounted directly with `--direct-mounts`), outbound hosts,
-//! and the triggers. Spin does not carry `[component.<id>.tool.*]` tables over, so the model
+//! the application variables and each component's variable templates (`config`), and the
+//! triggers. Spin does not carry `[component.<id>.tool.*]` tables over, so the model
 //! grants and FAQ indexes (`tool.scoria`) are read from the manifest the app came from
 //! (`metadata.origin`).
 
 use crate::manifest::{
-    Component, FileMount, Manifest, ManifestError, Route, Trigger, TriggerKind, shadowed_route_error,
+    Component, FileMount, Manifest, ManifestError, OUTBOUND_FIX, Route, Trigger, TriggerKind,
+    check_outbound_hosts, shadowed_route_error,
 };
+use crate::variables::{Template, Variable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,8 +23,19 @@ struct LockedApp {
     spin_lock_version: u32,
     #[serde(default)]
     metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    variables: BTreeMap<String, LockedVariable>,
     triggers: Vec<LockedTrigger>,
     components: Vec<LockedComponent>,
+}
+
+/// `variables.<name>`: Spin has already checked the declaration; no default means required.
+#[derive(Deserialize)]
+struct LockedVariable {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    secret: bool,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +54,9 @@ struct LockedComponent {
     env: BTreeMap<String, String>,
     #[serde(default)]
     files: Vec<ContentPath>,
+    /// `[component.<id>.variables]`, as templates.
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -84,12 +101,36 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     }
     // The manifest the app was loaded from, for `tool.scoria`.
     let origin = match app.metadata.get("origin").and_then(|v| v.as_str()) {
+        Some(url) if url.starts_with("oci:") => {
+            return Err(invalid(
+                file,
+                "metadata.origin",
+                format!(
+                    "`{url}` is an app from an OCI registry, and a registry's app does not carry \
+                     the model grants (`[component.<id>.tool.scoria]`) Scoria needs"
+                ),
+            ));
+        }
         Some(url) => {
             let path = file_path(url).map_err(|m| invalid(file, "metadata.origin", m))?;
             Some(Manifest::load(&path)?)
         }
         None => None,
     };
+
+    let variables: BTreeMap<String, Variable> = app
+        .variables
+        .into_iter()
+        .map(|(name, v)| {
+            crate::variables::validate_name(&name)
+                .map_err(|e| invalid(file, &format!("variables.{name}"), e.to_string()))?;
+            let var = Variable {
+                default: v.default,
+                secret: v.secret,
+            };
+            Ok((name, var))
+        })
+        .collect::<Result<_, ManifestError>>()?;
 
     let mut components = BTreeMap::new();
     for (i, c) in app.components.into_iter().enumerate() {
@@ -132,13 +173,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
-        for host in &allowed_outbound_hosts {
-            crate::outbound::AllowedHost::parse(host).map_err(|message| ManifestError::Invalid {
+        check_outbound_hosts(&allowed_outbound_hosts, &variables).map_err(|message| {
+            ManifestError::Invalid {
                 file: file.to_path_buf(),
                 key: key("metadata.allowed_outbound_hosts"),
                 message,
-                fix: "write the entry out in spin.toml as Scoria reads it (docs/spin.md)".into(),
-            })?;
+                fix: OUTBOUND_FIX.into(),
+            }
+        })?;
+        let mut templates = BTreeMap::new();
+        for (name, raw) in c.config {
+            let ckey = key(&format!("config.{name}"));
+            crate::variables::validate_name(&name).map_err(|e| invalid(file, &ckey, e.to_string()))?;
+            let template =
+                Template::parse(&raw, &variables).map_err(|e| invalid(file, &ckey, e.to_string()))?;
+            templates.insert(name, template);
         }
         let granted = origin.as_ref().and_then(|m| m.components.get(&c.id));
         components.insert(
@@ -148,12 +197,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
                 source,
                 files,
                 environment: c.env,
+                variables: templates,
                 allowed_outbound_hosts,
                 build_command: None,
                 models: granted.map(|g| g.models.clone()).unwrap_or_default(),
                 indexes: granted.map(|g| g.indexes.clone()).unwrap_or_default(),
                 instance_reuse: granted.map_or(1, |g| g.instance_reuse),
                 public: granted.is_some_and(|g| g.public),
+                inference: granted.and_then(|g| g.inference.clone()),
             },
         );
     }
@@ -210,6 +261,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     Ok(Manifest {
         file: origin.map(|m| m.file).unwrap_or_else(|| file.to_path_buf()),
         name,
+        variables,
         triggers,
         components,
     })

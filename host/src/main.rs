@@ -12,6 +12,7 @@ use scoria::metrics::Metrics;
 use scoria::models::{Device, Repository};
 use scoria::runtime::Limits;
 use scoria::server::{AppState, ServerConfig};
+use scoria::variables::Provider;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +111,10 @@ struct UpArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000", env = "SCORIA_LISTEN")]
     listen: SocketAddr,
+    /// Also serve the Open Inference Protocol over gRPC (`inference.GRPCInferenceService`,
+    /// for `tritonclient.grpc` and KServe's clients) on this address. Off unless given.
+    #[arg(long, env = "SCORIA_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// The model repository (default: `models/` beside the manifest).
     #[arg(long)]
     models_dir: Option<PathBuf>,
@@ -353,8 +358,54 @@ fn default_models_dir(manifest: &Path) -> PathBuf {
     manifest_dir(manifest).join("models")
 }
 
+/// Options of Spin's own triggers that `spin up` passes on to a trigger plugin as they are,
+/// each with why `trigger-scoria` does not take it. Named in a clear refusal rather than left
+/// to clap's "unexpected argument", since the user typed a valid `spin up` option.
+const SPIN_TRIGGER_OPTIONS: [(&[&str], &str); 5] = [
+    (
+        &["--runtime-config-file"],
+        "Spin's runtime configuration (variable providers, key-value and SQLite stores, outbound \
+         TLS) is not read; set variables with SPIN_VARIABLE_<NAME> or a .env file",
+    ),
+    (
+        &["--state-dir", "--key-value", "--sqlite"],
+        "Scoria offers components no key-value or SQLite store, so there is no state to place",
+    ),
+    (
+        &["-L", "--log-dir", "--truncate-logs", "--follow", "-q", "--quiet"],
+        "component output goes to the plugin's own stdout and stderr; it is not written to \
+         per-component files or filtered",
+    ),
+    (
+        &["--cache", "--disable-cache"],
+        "Scoria keeps its own compile cache: use --cache-dir or --no-compile-cache",
+    ),
+    (
+        &["--disable-pooling", "--debug-info"],
+        "Scoria always runs guests in wasmtime's pooling allocator, without debug info",
+    ),
+];
+
+/// The first of Spin's trigger options in `args` that the plugin refuses, with the reason.
+fn refused_spin_option(args: &[String]) -> Option<(String, &'static str)> {
+    args.iter().find_map(|arg| {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+        SPIN_TRIGGER_OPTIONS
+            .iter()
+            .find(|(flags, _)| flags.contains(&flag))
+            .map(|(_, why)| (flag.to_string(), *why))
+    })
+}
+
 /// Plugin mode (see [`PluginCli`]).
 fn plugin(locked_url: &str) -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((flag, why)) = refused_spin_option(&args) {
+        anyhow::bail!(
+            "`spin up {flag}` is an option of Spin's own triggers that trigger-scoria does not take: \
+             {why}. Remove it; `spin up --help` lists the plugin's options"
+        );
+    }
     let cli = PluginCli::parse_from(std::env::args_os());
     init_logging(cli.log_format);
     let manifest = scoria::locked::load(locked_url)?;
@@ -407,6 +458,8 @@ fn connection_cap(requested: usize) -> usize {
 }
 
 fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
+    // Spin's environment provider: `SPIN_VARIABLE_*`, then `.env` in the directory started in.
+    let variables = manifest.resolve_variables(&Provider::from_environment(Path::new("."))?)?;
     let loader = Arc::new(ModelLoader::new(
         args.backend,
         args.device,
@@ -463,6 +516,9 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
     };
     let cache = args.cache.cache(&args.manifest);
     let watch = args.watch;
+    let grpc_listen = args.grpc_listen;
+    let grpc_max_message = usize::try_from(args.max_body_size).unwrap_or(usize::MAX);
+    let drain = Duration::from_secs(args.drain_timeout);
     let sources: Vec<(String, PathBuf)> = manifest
         .components
         .values()
@@ -474,12 +530,30 @@ fn up(args: UpArgs, manifest: Manifest) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let grpc_listener = match grpc_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--grpc-listen)"))?,
+            ),
+            None => None,
+        };
         let state = AppState::new(manifest.clone(), config, metrics.clone());
         tracing::info!(address = %listener.local_addr()?, app = %manifest.name, "listening");
+        if let Some(l) = grpc_listener {
+            tracing::info!(address = %l.local_addr()?, "listening for the inference protocol over gRPC");
+            tokio::spawn(scoria::grpc::serve(
+                l,
+                state.clone(),
+                grpc_max_message,
+                drain,
+                shutdown_signal(),
+            ));
+        }
         let mut server = tokio::spawn(scoria::server::serve(listener, state.clone(), shutdown_signal()));
 
         let mut loading = tokio::task::spawn_blocking(move || {
-            scoria::app::prepare(&manifest, &repo, loader, limits, cache, &metrics)
+            scoria::app::prepare(&manifest, &repo, loader, limits, variables, cache, &metrics)
         });
         tokio::select! {
             loaded = &mut loading => {

@@ -2,11 +2,12 @@
 //! structs.
 //!
 //! Scoria reads the parts of Spin's format that decide what runs and what it may touch
-//! (`[[trigger.scoria]]` and `[[trigger.http]]` routes, `[component.<id>]` with `source`, `files`,
-//! `environment`, `allowed_outbound_hosts`, `build`) plus its own settings under
+//! (`[[trigger.scoria]]` and `[[trigger.http]]` routes, `[variables]`, `[component.<id>]` with
+//! `source`, `files`, `environment`, `variables`, `allowed_outbound_hosts`, `build`) plus its own settings under
 //! `[component.<id>.tool.scoria]`, which Spin ignores. Every error names the file, the key and
 //! the fix, because a manifest mistake is the first thing a new user hits.
 
+use crate::variables::{Provider, Template, Values, Variable, VariablesError};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -116,8 +117,8 @@ impl Route {
 }
 
 /// Paths the host serves itself, ahead of every manifest route (probes, metrics, the catalog,
-/// the admin API).
-pub const HOST_ENDPOINTS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/catalog", "/admin"];
+/// the admin API, the inference protocol).
+pub const HOST_ENDPOINTS: [&str; 6] = ["/healthz", "/readyz", "/metrics", "/catalog", "/admin", "/v2"];
 
 /// The error message and fix for a route that would be hidden behind a host endpoint.
 pub(crate) fn shadowed_route_error(route: &Route, endpoint: &str) -> (String, String) {
@@ -159,6 +160,10 @@ pub struct Component {
     pub source: PathBuf,
     pub files: Vec<FileMount>,
     pub environment: BTreeMap<String, String>,
+    /// `[component.<id>.variables]`: what the guest reads through `spin:variables`, as templates
+    /// over the app's `[variables]`.
+    pub variables: BTreeMap<String, Template>,
+    /// As written; an entry may hold `{{ variable }}` templates, resolved when the app starts.
     pub allowed_outbound_hosts: Vec<String>,
     /// `[component.<id>.build] command`, run by `spin build`.
     pub build_command: Option<String>,
@@ -173,6 +178,32 @@ pub struct Component {
     /// Served without an API key even when `--api-keys-file` is given (`[component.<id>.tool.
     /// scoria] public = true`): for pages and assets a browser loads before it has a key.
     pub public: bool,
+    /// The function as a model of the inference protocol
+    /// (`[component.<id>.tool.scoria.inference]`), if it is one.
+    pub inference: Option<InferenceDecl>,
+}
+
+/// How a function is called as a model of the inference protocol: each element of one `BYTES`
+/// input is one request body to it, and its JSON answers become typed output tensors. The
+/// function itself knows nothing of the protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceDecl {
+    /// The `BYTES` input's name.
+    pub input: String,
+    /// The `Content-Type` each element is sent with.
+    pub content_type: String,
+    pub outputs: Vec<InferenceOutput>,
+}
+
+/// One output tensor of a function called as a model: `field` of every item of the answer's
+/// `list`, one row per element (shorter rows padded: `""`, NaN, -1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceOutput {
+    pub name: String,
+    /// `BYTES`, `FP32` or `INT64`.
+    pub datatype: String,
+    pub list: String,
+    pub field: String,
 }
 
 /// An index the manifest asks for: the list it is built from and the model that embeds it.
@@ -189,6 +220,8 @@ pub struct IndexDecl {
 pub struct Manifest {
     pub file: PathBuf,
     pub name: String,
+    /// `[variables]`: the application variables components' templates refer to.
+    pub variables: BTreeMap<String, Variable>,
     /// Triggers, most specific route first, so the first match is the right one.
     pub triggers: Vec<Trigger>,
     pub components: BTreeMap<String, Component>,
@@ -230,6 +263,8 @@ impl Manifest {
             base
         };
 
+        let variables =
+            declared_variables(raw.variables).map_err(|(key, message, fix)| invalid(key, message, fix))?;
         let mut components = BTreeMap::new();
         for (id, c) in raw.component {
             let key = |k: &str| format!("component.{id}.{k}");
@@ -275,15 +310,26 @@ impl Manifest {
                     destination: dst,
                 });
             }
-            for host in &c.allowed_outbound_hosts {
-                if let Err(message) = crate::outbound::AllowedHost::parse(host) {
-                    return Err(invalid(
-                        key("allowed_outbound_hosts"),
-                        message,
-                        "write entries as Spin does: `https://example.com`, `https://*.example.com`, \
-                         `http://localhost:8080`, `*://*:*`",
-                    ));
-                }
+            check_outbound_hosts(&c.allowed_outbound_hosts, &variables)
+                .map_err(|message| invalid(key("allowed_outbound_hosts"), message, OUTBOUND_FIX))?;
+            let mut templates = BTreeMap::new();
+            for (name, raw) in c.variables {
+                let vkey = format!("component.{id}.variables.{name}");
+                crate::variables::validate_name(&name).map_err(|e| {
+                    invalid(
+                        vkey.clone(),
+                        e.to_string(),
+                        "rename the key, for example `api_url`",
+                    )
+                })?;
+                let template = Template::parse(&raw, &variables).map_err(|e| {
+                    invalid(
+                        vkey,
+                        e.to_string(),
+                        "declare the variable in `[variables]`, or correct the name",
+                    )
+                })?;
+                templates.insert(name, template);
             }
             let scoria = c.tool.scoria.unwrap_or_default();
             let models = scoria.models;
@@ -325,12 +371,15 @@ impl Manifest {
                     source,
                     files,
                     environment: c.environment,
+                    variables: templates,
                     allowed_outbound_hosts: c.allowed_outbound_hosts,
                     build_command: c.build.map(|b| b.command),
                     models,
                     indexes,
                     instance_reuse,
                     public: scoria.public,
+                    inference: inference_decl(&id, scoria.inference)
+                        .map_err(|(key, message, fix)| invalid(key, message, fix))?,
                 },
             );
         }
@@ -381,6 +430,7 @@ impl Manifest {
         Ok(Manifest {
             file: file.to_path_buf(),
             name: raw.application.name,
+            variables,
             triggers,
             components,
         })
@@ -389,6 +439,42 @@ impl Manifest {
     /// The component serving `path`, if any, with the trigger that matched.
     pub fn route(&self, path: &str) -> Option<&Trigger> {
         self.triggers.iter().find(|t| t.route.matches(path))
+    }
+
+    /// The application variables' values from `provider`, and every `allowed_outbound_hosts`
+    /// template resolved and checked with them. `scoria up` and the plugin call this before
+    /// serving, so a required variable without a value stops the start, as under Spin.
+    pub fn resolve_variables(&self, provider: &Provider) -> Result<Values, ManifestError> {
+        let invalid = |key: String, message: String, fix: &str| ManifestError::Invalid {
+            file: self.file.clone(),
+            key,
+            message,
+            fix: fix.to_string(),
+        };
+        let values = provider.resolve(&self.variables).map_err(|e| {
+            invalid(
+                "variables".into(),
+                e.to_string(),
+                "give the variable a value (or a `default` in the manifest) and start again",
+            )
+        })?;
+        for c in self.components.values() {
+            for entry in c
+                .allowed_outbound_hosts
+                .iter()
+                .filter(|e| Template::is_template(e))
+            {
+                let resolved = values.fill(entry);
+                crate::outbound::AllowedHost::parse(&resolved).map_err(|message| {
+                    invalid(
+                        format!("component.{}.allowed_outbound_hosts", c.id),
+                        format!("`{entry}` resolves to `{resolved}`: {message}"),
+                        "set the variable to a host Spin accepts there",
+                    )
+                })?;
+            }
+        }
+        Ok(values)
     }
 
     /// Every model named by any component, each once.
@@ -467,6 +553,95 @@ fn check_model_names(
     Ok(())
 }
 
+/// How to write an `allowed_outbound_hosts` entry, for the manifest's and the locked app's errors.
+pub(crate) const OUTBOUND_FIX: &str = "write entries as Spin does: `https://example.com`, `https://*.example.com`, \
+     `http://localhost:8080`, `*://*:*`, or `https://{{ host }}` with `host` in `[variables]`";
+
+/// Check `allowed_outbound_hosts` as written: an entry without a template must parse now; one
+/// with a template must name declared variables (it is parsed once they have values).
+pub(crate) fn check_outbound_hosts(
+    entries: &[String],
+    variables: &BTreeMap<String, Variable>,
+) -> Result<(), String> {
+    for entry in entries {
+        if Template::is_template(entry) {
+            Template::parse(entry, variables).map_err(|e| e.to_string())?;
+        } else {
+            crate::outbound::AllowedHost::parse(entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// `[component.<id>.tool.scoria.inference]` checked: output types the answers can fill, and
+/// names that do not repeat.
+fn inference_decl(
+    id: &str,
+    raw: Option<raw::Inference>,
+) -> Result<Option<InferenceDecl>, (String, String, &'static str)> {
+    let Some(raw) = raw else { return Ok(None) };
+    let key = format!("component.{id}.tool.scoria.inference");
+    let mut seen = HashSet::new();
+    for (i, o) in raw.outputs.iter().enumerate() {
+        if !["BYTES", "FP32", "INT64"].contains(&o.datatype.as_str()) {
+            return Err((
+                format!("{key}.outputs[{i}].datatype"),
+                format!("`{}` is not a type an answer's field can fill", o.datatype),
+                "use BYTES (strings), FP32 or INT64",
+            ));
+        }
+        if !seen.insert(o.name.as_str()) || o.name == raw.input {
+            return Err((
+                format!("{key}.outputs[{i}].name"),
+                format!("`{}` is used twice", o.name),
+                "give every input and output its own name",
+            ));
+        }
+    }
+    Ok(Some(InferenceDecl {
+        input: raw.input,
+        content_type: raw.content_type,
+        outputs: raw
+            .outputs
+            .into_iter()
+            .map(|o| InferenceOutput {
+                name: o.name,
+                datatype: o.datatype,
+                list: o.list,
+                field: o.field,
+            })
+            .collect(),
+    }))
+}
+
+/// `[variables]` checked as Spin's loader does: valid names, and each variable either
+/// `required` or with a `default`.
+fn declared_variables(
+    raw: BTreeMap<String, raw::Variable>,
+) -> Result<BTreeMap<String, Variable>, (String, String, &'static str)> {
+    let mut out = BTreeMap::new();
+    for (name, v) in raw {
+        let key = format!("variables.{name}");
+        crate::variables::validate_name(&name)
+            .map_err(|e: VariablesError| (key.clone(), e.to_string(), "rename it, for example `api_url`"))?;
+        if v.required == v.default.is_some() {
+            return Err((
+                key,
+                "a variable must be `required` or have a `default`, not both or neither".into(),
+                "write `{ default = \"...\" }` or `{ required = true }`",
+            ));
+        }
+        out.insert(
+            name,
+            Variable {
+                default: v.default,
+                secret: v.secret,
+            },
+        );
+    }
+    Ok(out)
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id
@@ -485,8 +660,7 @@ mod raw {
         pub spin_manifest_version: u32,
         pub application: Application,
         #[serde(default)]
-        #[allow(dead_code)] // accepted for Spin compatibility, unused by Scoria
-        pub variables: toml::Table,
+        pub variables: BTreeMap<String, Variable>,
         #[serde(default)]
         pub trigger: Triggers,
         #[serde(default)]
@@ -532,11 +706,27 @@ mod raw {
         #[serde(default)]
         pub environment: BTreeMap<String, String>,
         #[serde(default)]
+        pub variables: BTreeMap<String, String>,
+        #[serde(default)]
         pub allowed_outbound_hosts: Vec<String>,
         #[serde(default)]
         pub build: Option<Build>,
         #[serde(default)]
         pub tool: Tools,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Variable {
+        #[serde(default)]
+        pub default: Option<String>,
+        #[serde(default)]
+        pub required: bool,
+        #[serde(default)]
+        pub secret: bool,
+        #[serde(default)]
+        #[allow(dead_code)] // informational
+        pub description: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -576,6 +766,25 @@ mod raw {
         pub instance_reuse: Option<u32>,
         #[serde(default)]
         pub public: bool,
+        #[serde(default)]
+        pub inference: Option<Inference>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Inference {
+        pub input: String,
+        pub content_type: String,
+        pub outputs: Vec<InferenceOutput>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct InferenceOutput {
+        pub name: String,
+        pub datatype: String,
+        pub list: String,
+        pub field: String,
     }
 
     #[derive(Deserialize)]
@@ -700,6 +909,69 @@ embedding_model = "minilm"
     }
 
     #[test]
+    fn variables_are_declared_templated_and_resolved_as_spin_does() {
+        let app = GOOD
+            .replace(
+                "[[trigger.scoria]]",
+                "[variables]\napi_host = { default = \"api.example.com\" }\ntoken = { required = true, secret = true }\n\n[[trigger.scoria]]",
+            )
+            .replace(
+                "allowed_outbound_hosts = [\"https://example.com\"]",
+                "allowed_outbound_hosts = [\"https://{{ api_host }}\"]\nvariables = { url = \"https://{{ api_host }}/v1\", key = \"{{ token }}\" }",
+            );
+        let m = parse(&app).unwrap();
+        assert_eq!(m.variables["token"].default, None);
+        assert!(m.variables["token"].secret);
+        let hello = &m.components["hello"];
+        assert_eq!(hello.variables["url"].as_str(), "https://{{ api_host }}/v1");
+        let env = Provider::from_pairs;
+        // A required variable without a value stops the start, naming how to set it.
+        let e = m.resolve_variables(&env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("`variables`") && e.contains("SPIN_VARIABLE_TOKEN=..."),
+            "{e}"
+        );
+        let values = m
+            .resolve_variables(&env(&[("SPIN_VARIABLE_TOKEN", "t")]))
+            .unwrap();
+        assert_eq!(
+            hello.variables["url"].render(&values).unwrap(),
+            "https://api.example.com/v1"
+        );
+        // A value that makes an outbound entry malformed is refused before serving.
+        let e = m
+            .resolve_variables(&env(&[
+                ("SPIN_VARIABLE_TOKEN", "t"),
+                ("SPIN_VARIABLE_API_HOST", "a/b"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("component.hello.allowed_outbound_hosts") && e.contains("https://a/b"),
+            "{e}"
+        );
+
+        for (from, to, key) in [
+            ("{{ token }}", "{{ nope }}", "component.hello.variables.key"),
+            ("key = ", "Key = ", "component.hello.variables.Key"),
+            (
+                "token = { required = true, secret = true }",
+                "token = { required = true, default = \"x\" }",
+                "variables.token",
+            ),
+            (
+                "token = { required = true, secret = true }",
+                "token = { secret = true }",
+                "variables.token",
+            ),
+            ("token = {", "Token = {", "variables.Token"),
+        ] {
+            let e = err(&app.replace(from, to));
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_key() {
         let e = err(&GOOD.replace("spin_manifest_version = 2", "spin_manifest_version = 1"));
         assert!(e.contains("spin_manifest_version"), "{e}");
@@ -709,7 +981,7 @@ embedding_model = "minilm"
         assert!(e.contains("declared twice"), "{e}");
         let e = err(&GOOD.replace("\"https://example.com\"", "\"example.com\""));
         assert!(e.contains("component.hello.allowed_outbound_hosts"), "{e}");
-        // A Spin variable template would allow nothing here: refused, naming the entry.
+        // A template over an undeclared variable: refused, naming the entry.
         let e = err(&GOOD.replace("\"https://example.com\"", "\"https://{{ api_host }}\""));
         assert!(
             e.contains("component.hello.allowed_outbound_hosts") && e.contains("{{ api_host }}"),

@@ -6,9 +6,9 @@
 //! - the port is a number, `*`, or a range `8000..8080` (the end excluded); without one, the
 //!   scheme's default (80 for http, 443 for https).
 //!
-//! Spin also resolves `{{ variable }}` templates in entries from the app's variables. Scoria
-//! does not support variables yet, so such an entry is refused when the manifest loads,
-//! rather than silently denying every request it was meant to allow.
+//! An entry may hold `{{ variable }}` templates over the app's `[variables]`, as in Spin; they
+//! are filled in when the app starts ([`crate::manifest::Manifest::resolve_variables`]) and the
+//! result is parsed here.
 
 use std::ops::Range;
 
@@ -42,8 +42,7 @@ impl AllowedHost {
     pub fn parse(entry: &str) -> Result<Self, String> {
         if entry.contains("{{") || entry.contains("}}") {
             return Err(format!(
-                "`{entry}` uses a Spin variable template, and Scoria does not support variables yet; \
-                 write the host out"
+                "`{entry}` holds `{{{{` or `}}}}`, which no host name has"
             ));
         }
         let Some((scheme, rest)) = entry.split_once("://") else {
@@ -171,7 +170,7 @@ mod tests {
     #[test]
     fn what_is_not_supported_is_refused_with_the_entry() {
         for (entry, says) in [
-            ("https://{{ api_host }}", "variable"),
+            ("https://{{ api_host }}", "no host name has"),
             ("example.com", "no scheme"),
             ("https://example.com/path", "path"),
             ("https://ex*mple.com", "whole host"),

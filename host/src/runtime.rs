@@ -10,7 +10,7 @@
 //! model card, a tokenizer) serves the next.
 //!
 //! What a guest can reach is decided here, from its manifest entry: environment variables,
-//! read-only directory mounts, outbound HTTP hosts and the models it may load.
+//! Spin variables, read-only directory mounts, outbound HTTP hosts and the models it may load.
 
 use crate::budget::{MemoryBudget, Reservation};
 use crate::cache::CompileCache;
@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::nn::ModelRegistry;
 use crate::nn::wit::{InferenceTiming, NnCtx, NnView};
 use crate::outbound::{AllowedHost, default_port};
+use crate::variables::{ComponentVariables, Values};
 use anyhow::Context as _;
 use sha2::Digest as _;
 use std::future::Future;
@@ -86,13 +87,16 @@ pub struct Runtime {
     linker: Arc<Linker<StoreData>>,
     limits: Limits,
     cache: Option<CompileCache>,
+    /// The application variables' values, which components' templates are rendered with.
+    variables: Values,
     _epoch: EpochTicker,
 }
 
 impl Runtime {
     /// Build the engine (pooling allocator, component-model async, epoch interruption) and a
-    /// linker with WASI p2 and p3, wasi-http p2 and p3, and wasi-nn.
-    pub fn new(limits: Limits, cache: Option<CompileCache>) -> anyhow::Result<Self> {
+    /// linker with WASI p2 and p3, wasi-http p2 and p3, wasi-nn and Spin's variables.
+    /// `variables` are the values from [`crate::manifest::Manifest::resolve_variables`].
+    pub fn new(limits: Limits, cache: Option<CompileCache>, variables: Values) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances * 8)
@@ -127,6 +131,7 @@ impl Runtime {
             ctx: &mut d.nn,
             table: &mut d.table,
         })?;
+        crate::variables::wit::add_to_linker(&mut linker, |d: &mut StoreData| &d.variables)?;
 
         let _epoch = EpochTicker::start(engine.clone());
         Ok(Self {
@@ -134,6 +139,7 @@ impl Runtime {
             linker: Arc::new(linker),
             limits,
             cache,
+            variables,
             _epoch,
         })
     }
@@ -196,12 +202,14 @@ impl Runtime {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            variables: Arc::new(ComponentVariables::render(&spec.variables, &self.variables)),
             files: spec.files.clone(),
-            // Checked when the manifest loaded; an entry that does not parse allows nothing.
+            // Checked when the manifest loaded and when its variables were resolved; an entry
+            // that does not parse (never the case when serving) allows nothing.
             outbound: spec
                 .allowed_outbound_hosts
                 .iter()
-                .filter_map(|h| AllowedHost::parse(h).ok())
+                .filter_map(|h| AllowedHost::parse(&self.variables.fill(h)).ok())
                 .collect(),
             models,
             metrics,
@@ -247,6 +255,7 @@ pub struct Function {
 /// What a component's manifest entry grants its instances.
 struct Grants {
     environment: Vec<(String, String)>,
+    variables: Arc<ComponentVariables>,
     files: Vec<FileMount>,
     outbound: Arc<[AllowedHost]>,
     models: ModelRegistry,
@@ -260,6 +269,7 @@ pub struct StoreData {
     hooks: OutboundPolicy,
     table: ResourceTable,
     nn: NnCtx,
+    variables: Arc<ComponentVariables>,
     limits: GuestLimits,
     request: RequestSlot,
     /// How long making this instance took, reported to its request in `Server-Timing`.
@@ -323,6 +333,7 @@ impl FunctionState {
             },
             table: ResourceTable::new(),
             nn: NnCtx::new(self.grants.models.clone(), self.grants.metrics.clone()),
+            variables: self.grants.variables.clone(),
             limits: GuestLimits {
                 max_memory: self.limits.max_memory,
                 reserved: self.limits.budget.reservation(),

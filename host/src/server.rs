@@ -19,6 +19,9 @@ use crate::connection::{Clock, Connections, PROBE_TIMEOUT, Watched};
 use crate::deployment::Deployments;
 use crate::manifest::Manifest;
 use crate::metrics::{FunctionGauges, HostGauges, Metrics};
+use crate::nn::{LoadedModel, Tensor};
+use crate::oip::codec::{InferRequest, OutTensor};
+use crate::oip::{Endpoint, ModelRef, OipError};
 use crate::response::{Body, BoxError, declared_length, error, json, respond};
 use crate::runtime::{MemoryLimitExceeded, RequestState};
 use bytes::Bytes;
@@ -86,15 +89,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(manifest: Manifest, config: ServerConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        // One queue per function, and one per model for the inference protocol's requests.
         let admission = manifest
             .components
             .keys()
-            .map(|id| {
-                (
-                    id.clone(),
-                    Admission::new(config.max_concurrent, config.max_queued),
-                )
-            })
+            .cloned()
+            .chain(manifest.models().iter().map(|m| oip_key(m)))
+            .chain(
+                manifest
+                    .components
+                    .values()
+                    .filter(|c| c.inference.is_some())
+                    .map(|c| oip_key(&c.id)),
+            )
+            .map(|key| (key, Admission::new(config.max_concurrent, config.max_queued)))
             .collect();
         Arc::new(Self {
             deployments: Arc::new(Deployments::new(manifest.clone(), metrics.clone())),
@@ -250,24 +258,37 @@ async fn handle(
 
 /// The answer for a request its API key does not let through (`what` is what it asked for).
 fn refusal(decision: Decision, what: &str) -> Option<Response<Body>> {
-    let unauthorized = |code: &str, msg: &str| {
-        let mut r = error(StatusCode::UNAUTHORIZED, code, msg);
+    let refused = refused_key(decision, what)?;
+    let status = refused.status;
+    let mut r = refused.scoria();
+    if status == StatusCode::UNAUTHORIZED {
         r.headers_mut()
             .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
-    };
-    match decision {
-        Decision::Allowed => None,
-        Decision::Missing => Some(unauthorized(
-            "missing_api_key",
-            "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`",
-        )),
-        Decision::Invalid => Some(unauthorized("invalid_api_key", "the API key is not valid")),
-        Decision::Forbidden => {
-            let msg = format!("the API key is not allowed to call `{what}`");
-            Some(error(StatusCode::FORBIDDEN, "forbidden", &msg))
-        }
     }
+    Some(r)
+}
+
+/// Why an API key decision refuses a request for `what`, in words both error forms carry.
+fn refused_key(decision: Decision, what: &str) -> Option<Refused> {
+    let (status, code, message) = match decision {
+        Decision::Allowed => return None,
+        Decision::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`".to_string(),
+        ),
+        Decision::Invalid => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "the API key is not valid".to_string(),
+        ),
+        Decision::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the API key is not allowed to call `{what}`"),
+        ),
+    };
+    Some(Refused::new(status, code, message))
 }
 
 /// A 503 that tells the client when to come back.
@@ -325,6 +346,9 @@ async fn dispatch<'a>(
         }
         _ => {}
     }
+    if path == crate::oip::PREFIX || path.starts_with("/v2/") {
+        return serve_oip(state, req, body_read).await;
+    }
     if path.starts_with("/admin/")
         && let Some(admin) = &state.config.admin
     {
@@ -371,63 +395,17 @@ async fn dispatch<'a>(
         ));
     };
 
-    let limit = state.config.max_body_size;
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is over the limit of {limit} bytes"),
-        )
-    };
-    let declared = declared_length(req.headers());
-    if declared.is_some_and(|n| n > limit) {
-        return done(too_large());
-    }
-
-    // The body first, under its deadline: a client that trickles it in holds no slot.
-    let reading = Instant::now();
-    let (parts, body) = req.into_parts();
     let mut reserved = state.config.budget.reservation();
-    let read = read_body(body, limit, declared, &mut reserved);
-    let body = match tokio::time::timeout(state.config.body_timeout, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(BodyError::TooLarge)) => return done(too_large()),
-        Ok(Err(BodyError::Budget)) => return done(budget_exhausted(state.config.budget.limit())),
-        Ok(Err(BodyError::Unreadable(e))) => {
-            let msg = format!("the request body could not be read: {e}");
-            return done(error(StatusCode::BAD_REQUEST, "body_unreadable", &msg));
-        }
-        Err(_) => {
-            let msg = format!(
-                "the request body did not arrive within {} s (--body-timeout)",
-                state.config.body_timeout.as_secs_f64()
-            );
-            return done(error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &msg));
-        }
+    let (parts, body, read_in) = match receive(state, req, &mut reserved).await {
+        Ok(received) => received,
+        Err(refused) => return done(refused.scoria()),
     };
     *body_read = true;
-    let read_in = reading.elapsed();
-
     // Held until the function has answered.
-    let waited = Instant::now();
-    let _slot = match state.admission.get(component) {
-        Some(a) => match a.admit(state.config.queue_timeout).await {
-            Ok(slot) => Some(slot),
-            Err(why) => {
-                let msg = match why {
-                    Rejected::QueueFull => {
-                        format!("`{component}` is at its concurrency limit and its queue is full")
-                    }
-                    Rejected::QueueTimeout => {
-                        format!("`{component}` stayed at its concurrency limit; gave up waiting")
-                    }
-                };
-                return done(overloaded("overloaded", &msg));
-            }
-        },
-        None => None,
+    let (_slot, queued) = match admit(state, component).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return done(refused.scoria()),
     };
-    let queued = waited.elapsed();
 
     let guest_req = match guest_request(parts, body, state, &trigger.route.as_pattern(), peer) {
         Ok(r) => r,
@@ -455,6 +433,392 @@ async fn dispatch<'a>(
     done(resp)
 }
 
+/// The inference protocol's work that both its transports share (REST here, gRPC in
+/// [`crate::grpc`]): keys, the model, its admission queue, the run and its metrics.
+impl AppState {
+    /// Whether `headers` carry a key that may use `model` (or, without one, any key at all);
+    /// always, without `--api-keys-file`.
+    pub(crate) fn oip_authorize(
+        &self,
+        headers: &http::HeaderMap,
+        model: Option<&str>,
+    ) -> Result<(), OipError> {
+        let Some(keys) = &self.config.api_keys else {
+            return Ok(());
+        };
+        let decision = match model {
+            Some(m) => keys.check(headers, m),
+            None => keys.check_any(headers),
+        };
+        match refused_key(decision, model.unwrap_or("the server's metadata")) {
+            None => Ok(()),
+            Some(refused) => Err(refused.into_oip()),
+        }
+    }
+
+    /// The loaded models; 503 while the host starts.
+    fn oip_registry(&self) -> Result<&crate::nn::ModelRegistry, OipError> {
+        self.deployments
+            .registry()
+            .ok_or_else(|| OipError::new(503, "the server is still loading its models"))
+    }
+
+    /// The model a request names, at the version it asks for; 503 while the host starts.
+    pub(crate) fn oip_model(&self, m: &ModelRef) -> Result<Arc<LoadedModel>, OipError> {
+        let model = self
+            .oip_registry()?
+            .get(&m.name)
+            .ok_or_else(|| OipError::not_found(format!("no model `{}` is served here", m.name)))?;
+        crate::oip::check_version(&model, m)?;
+        Ok(model)
+    }
+
+    /// What a request's model name stands for: a model of the repository, or else a function
+    /// the manifest lets be called as one; at the version asked for.
+    pub(crate) fn oip_target(&self, m: &ModelRef) -> Result<OipTarget, OipError> {
+        if self.oip_registry()?.get(&m.name).is_some() {
+            return self.oip_model(m).map(OipTarget::Model);
+        }
+        let decl = self
+            .manifest
+            .components
+            .get(&m.name)
+            .and_then(|c| c.inference.clone())
+            .ok_or_else(|| OipError::not_found(format!("no model `{}` is served here", m.name)))?;
+        let function = self
+            .deployments
+            .function(&m.name)
+            .ok_or_else(|| OipError::new(503, "the function is still loading"))?;
+        let version = function_version(&function);
+        if let Some(v) = &m.version
+            && *v != version
+        {
+            return Err(OipError::not_found(format!(
+                "function `{}` has no version `{v}`; it serves version `{version}`",
+                m.name
+            )));
+        }
+        Ok(OipTarget::Function {
+            component: m.name.clone(),
+            decl,
+            version,
+        })
+    }
+
+    /// Every model and function served, with its version (empty while the host starts).
+    pub(crate) fn oip_index(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .deployments
+            .registry()
+            .map(|r| {
+                r.versions()
+                    .into_iter()
+                    .map(|(m, _)| (m.entry.card.name.clone(), crate::oip::version(&m).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in self
+            .manifest
+            .components
+            .values()
+            .filter(|c| c.inference.is_some())
+        {
+            if let Some(f) = self.deployments.function(&c.id) {
+                all.push((c.id.clone(), function_version(&f)));
+            }
+        }
+        all
+    }
+
+    /// Run a parsed request on what `m` names: the model's outputs, or the function's answers
+    /// as tensors; with the version that answered.
+    pub(crate) async fn oip_infer(
+        &self,
+        m: &ModelRef,
+        request: &mut InferRequest,
+    ) -> Result<(String, Vec<(String, OutTensor)>), OipError> {
+        match self.oip_target(m)? {
+            OipTarget::Model(model) => {
+                if let Some((name, _)) = request.bytes_inputs.first() {
+                    return Err(OipError::bad_request(format!(
+                        "input `{name}`: datatype BYTES is not one any model here takes"
+                    )));
+                }
+                let (outputs, _, _) = self.oip_run(&model, std::mem::take(&mut request.inputs)).await?;
+                let outputs = outputs.into_iter().map(|(n, t)| (n, t.into())).collect();
+                Ok((crate::oip::version(&model).to_string(), outputs))
+            }
+            OipTarget::Function {
+                component,
+                decl,
+                version,
+            } => {
+                let bodies = crate::oip::function::bodies(&component, &decl, request)?;
+                let calls = bodies
+                    .into_iter()
+                    .map(|body| self.call_function(&component, &decl.content_type, body));
+                let answers = futures::future::try_join_all(calls).await?;
+                let outputs = crate::oip::function::outputs(&component, &decl, &answers)?;
+                Ok((version, outputs))
+            }
+        }
+    }
+
+    /// One request to `component` with `body`, as through its route (keys aside: the caller
+    /// was let through for it), in a slot of its own queue; its JSON answer.
+    async fn call_function(
+        &self,
+        component: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<serde_json::Value, OipError> {
+        let trigger = self
+            .manifest
+            .triggers
+            .iter()
+            .find(|t| t.component == component)
+            .ok_or_else(|| OipError::not_found(format!("function `{component}` has no route")))?;
+        let path = match &trigger.route {
+            crate::manifest::Route::Exact(p) => p.clone(),
+            crate::manifest::Route::Prefix(p) => format!("{p}/"),
+        };
+        let function = self
+            .deployments
+            .function(component)
+            .ok_or_else(|| OipError::new(503, "the function is still loading"))?;
+        let (_slot, _) = admit(self, component).await.map_err(Refused::into_oip)?;
+        let internal = |e: String| OipError::new(500, format!("function `{component}`: {e}"));
+        let (parts, ()) = Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .header(http::header::HOST, self.config.listen.to_string())
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(())
+            .map_err(|e| internal(e.to_string()))?
+            .into_parts();
+        let guest_req = guest_request(parts, body, self, &trigger.route.as_pattern(), self.config.listen)
+            .map_err(|e| internal(e.to_string()))?;
+        let request = Arc::new(RequestState::default());
+        let resp = match function.handler.handle(request.clone(), guest_req).await {
+            Ok(r) => r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+            Err(e) => guest_failure(component, &e, &request),
+        };
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| internal(format!("answered {status} without JSON")))?;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let message = answer["error"]["message"]
+            .as_str()
+            .unwrap_or("failed")
+            .to_string();
+        let status = if status.is_client_error() {
+            400
+        } else {
+            status.as_u16()
+        };
+        Err(OipError {
+            status,
+            message: format!("function `{component}`: {message}"),
+            overloaded: status == 503,
+        })
+    }
+
+    /// Run `inputs` on `model` in a slot of its admission queue, and count it in the metrics;
+    /// the outputs, the wait for the slot and the run's time.
+    pub(crate) async fn oip_run(
+        &self,
+        model: &Arc<LoadedModel>,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<(Vec<(String, Tensor)>, Duration, Duration), OipError> {
+        let name = &model.entry.card.name;
+        let (_slot, queued) = admit(self, &oip_key(name)).await.map_err(Refused::into_oip)?;
+        let registry = self.oip_registry()?;
+        let started = Instant::now();
+        let result = model.run(registry.pool(), inputs).await;
+        let ran = started.elapsed();
+        match result {
+            Ok((outputs, run)) => {
+                self.metrics.inference(name, model.backend, &run);
+                Ok((outputs, queued, ran))
+            }
+            Err(e) => {
+                let status = match e.kind {
+                    crate::nn::ErrorKind::InvalidArgument | crate::nn::ErrorKind::TooLarge => 400,
+                    _ => 500,
+                };
+                Err(OipError::new(status, e.message))
+            }
+        }
+    }
+
+    /// Count and log an inference-protocol request that ran on `model`, as `handle` does for
+    /// the REST ones (gRPC requests do not pass through it).
+    pub(crate) fn oip_record(&self, model: &str, status: u16, elapsed: Duration) -> Option<&str> {
+        let (key, _) = self.admission.get_key_value(&oip_key(model))?;
+        self.metrics.request(key, status, elapsed);
+        Some(key)
+    }
+}
+
+/// What a model name of the inference protocol stands for.
+pub(crate) enum OipTarget {
+    /// A model of the repository, run as it is.
+    Model(Arc<LoadedModel>),
+    /// A function the manifest lets be called as a model
+    /// (`[component.<id>.tool.scoria.inference]`), at the version being served.
+    Function {
+        component: String,
+        decl: crate::manifest::InferenceDecl,
+        version: String,
+    },
+}
+
+/// The version a function answers the inference protocol under: its component's digest, short,
+/// so that a hot swap shows as a new version.
+fn function_version(f: &crate::runtime::Function) -> String {
+    f.digest[..12].to_string()
+}
+
+/// The admission and metrics key of a model's inference-protocol requests.
+fn oip_key(model: &str) -> String {
+    format!("oip:{model}")
+}
+
+/// The protocol's error response: `{"error": "..."}` with its status.
+fn oip_error(e: OipError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    Refused::new(status, "", e.message).oip()
+}
+
+/// A request of the Open Inference Protocol (`/v2/...`): the protocol's endpoints and error
+/// form, through the same keys, body limits, admission, batching and metrics as a function.
+async fn serve_oip<'a>(
+    state: &'a AppState,
+    req: Request<Incoming>,
+    body_read: &mut bool,
+) -> (Response<Body>, Option<&'a str>) {
+    let endpoint = match Endpoint::parse(req.method(), req.uri().path()) {
+        Ok(e) => e,
+        Err(e) => return (oip_error(e), None),
+    };
+    // Liveness and readiness answer without a key, as /healthz and /readyz do.
+    match endpoint {
+        Endpoint::Live => return (json(StatusCode::OK, r#"{"live":true}"#.into()), None),
+        Endpoint::Ready if state.is_ready() => {
+            return (json(StatusCode::OK, r#"{"ready":true}"#.into()), None);
+        }
+        Endpoint::Ready => {
+            let e = OipError::new(503, "the server is not ready");
+            return (oip_error(e), None);
+        }
+        _ => {}
+    }
+    if let Err(e) = state.oip_authorize(req.headers(), endpoint.model().map(|m| m.name.as_str())) {
+        let mut r = oip_error(e);
+        if r.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return (r, None);
+    }
+    let m = match endpoint {
+        Endpoint::Server => return (json(StatusCode::OK, crate::oip::server_metadata()), None),
+        Endpoint::Index => {
+            let index = crate::oip::repository_index(&state.oip_index());
+            return (json(StatusCode::OK, index), None);
+        }
+        Endpoint::Model(m) => {
+            let r = state.oip_target(&m).map(|target| {
+                let text = match target {
+                    OipTarget::Model(model) => crate::oip::model_metadata(&model),
+                    OipTarget::Function {
+                        component,
+                        decl,
+                        version,
+                    } => crate::oip::function::metadata(&component, &decl, &version),
+                };
+                json(StatusCode::OK, text)
+            });
+            return (r.unwrap_or_else(oip_error), None);
+        }
+        Endpoint::ModelReady(m) => {
+            let r = state.oip_target(&m).map(|_| {
+                let body = serde_json::json!({ "name": m.name, "ready": true }).to_string();
+                json(StatusCode::OK, body)
+            });
+            return (r.unwrap_or_else(oip_error), None);
+        }
+        Endpoint::Infer(m) => m,
+        Endpoint::Live | Endpoint::Ready => unreachable!("answered above"),
+    };
+    if let Err(e) = state.oip_target(&m) {
+        return (oip_error(e), None);
+    }
+    let Some((key, _)) = state.admission.get_key_value(&oip_key(&m.name)) else {
+        return (
+            oip_error(OipError::not_found(format!(
+                "no model `{}` is served here",
+                m.name
+            ))),
+            None,
+        );
+    };
+    let done = |r: Response<Body>| (r, Some(key.as_str()));
+
+    let mut reserved = state.config.budget.reservation();
+    let (parts, body, read_in) = match receive(state, req, &mut reserved).await {
+        Ok(received) => received,
+        Err(refused) => return done(refused.oip()),
+    };
+    *body_read = true;
+    let header_length = parts
+        .headers
+        .get(crate::oip::codec::HEADER_LENGTH)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let mut request = match crate::oip::codec::parse(&body, header_length) {
+        Ok(r) => r,
+        Err(e) => return done(oip_error(e)),
+    };
+    let started = Instant::now();
+    let (version, outputs) = match state.oip_infer(&m, &mut request).await {
+        Ok(ran) => ran,
+        Err(e) => return done(oip_error(e)),
+    };
+    let inference = started.elapsed();
+    let mut resp = match crate::oip::codec::encode(&m.name, &version, &request, outputs) {
+        Ok(encoded) => {
+            let mut r = Response::new(
+                Full::new(encoded.body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(encoded.content_type),
+            );
+            if let Some(n) = encoded.header_length {
+                r.headers_mut()
+                    .insert(crate::oip::codec::HEADER_LENGTH, HeaderValue::from(n));
+            }
+            r
+        }
+        Err(e) => oip_error(e),
+    };
+    drop(reserved);
+    for (step, took) in [("body", read_in), ("run", inference)] {
+        server_timing(&mut resp, step, took);
+    }
+    done(resp)
+}
+
 /// Why a request body was not read.
 enum BodyError {
     /// Over `--max-body-size`.
@@ -463,6 +827,125 @@ enum BodyError {
     Budget,
     /// The connection failed mid-body.
     Unreadable(String),
+}
+
+/// A request refused before its work ran, in words both error forms can carry: Scoria's
+/// (`{"error": {"code", "message"}}`) and the inference protocol's (`{"error": "..."}`).
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+
+    fn with_retry(mut r: Response<Body>, status: StatusCode) -> Response<Body> {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+
+    fn scoria(self) -> Response<Body> {
+        Self::with_retry(error(self.status, self.code, &self.message), self.status)
+    }
+
+    fn oip(self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        Self::with_retry(json(self.status, body), self.status)
+    }
+
+    fn into_oip(self) -> OipError {
+        OipError {
+            status: self.status.as_u16(),
+            message: self.message,
+            overloaded: self.status == StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Read a request's body within `--max-body-size`, `--body-timeout` and the memory budget
+/// (held in `reserved` until the request is done); its parts, body and how long it took.
+async fn receive(
+    state: &AppState,
+    req: Request<Incoming>,
+    reserved: &mut Reservation,
+) -> Result<(http::request::Parts, Bytes, Duration), Refused> {
+    let limit = state.config.max_body_size;
+    let too_large = || {
+        Refused::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = declared_length(req.headers());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    // The body first, under its deadline: a client that trickles it in holds no slot.
+    let reading = Instant::now();
+    let (parts, body) = req.into_parts();
+    let read = read_body(body, limit, declared, reserved);
+    match tokio::time::timeout(state.config.body_timeout, read).await {
+        Ok(Ok(b)) => Ok((parts, b, reading.elapsed())),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+        Ok(Err(BodyError::Budget)) => Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_budget_exhausted",
+            MemoryLimitExceeded::Budget {
+                budget: state.config.budget.limit(),
+            }
+            .to_string(),
+        )),
+        Ok(Err(BodyError::Unreadable(e))) => Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_) => Err(Refused::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s (--body-timeout)",
+                state.config.body_timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+/// A concurrency slot of `key` (a component, or a model served through the inference
+/// protocol), held until the answer, and how long the wait was.
+async fn admit(
+    state: &AppState,
+    key: &str,
+) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, Duration), Refused> {
+    let waited = Instant::now();
+    let Some(a) = state.admission.get(key) else {
+        return Ok((None, waited.elapsed()));
+    };
+    match a.admit(state.config.queue_timeout).await {
+        Ok(slot) => Ok((Some(slot), waited.elapsed())),
+        Err(why) => {
+            let message = match why {
+                Rejected::QueueFull => format!("`{key}` is at its concurrency limit and its queue is full"),
+                Rejected::QueueTimeout => format!("`{key}` stayed at its concurrency limit; gave up waiting"),
+            };
+            Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                message,
+            ))
+        }
+    }
 }
 
 /// The whole body, held against `reserved` (all of a declared length at once, else frame by

@@ -65,7 +65,7 @@ fn paraphrases_find_their_entry_and_unrelated_questions_find_none() {
                 top3 += usize::from(got.contains(want));
             }
             None => {
-                // Asked again with the deployed minimum score (SCORIA_MIN_SCORE in spin.toml).
+                // Asked again with the deployed minimum score (`faq_min_score` in spin.toml).
                 none += 1;
                 let (_, v) = ask(&s, json!({"question": c.question}));
                 if v["no_match"] != true {

@@ -397,8 +397,18 @@ fn a_bad_model_is_refused_and_model_rollback_restores_the_previous_version() {
     let (st, v) = parse(client().post(&rb).bearer_auth(TOKEN).send().unwrap());
     assert_error(st, &v, 409, "no_previous_version");
 
+    let before = oip_scores(s);
     let (st, v) = put_model(s, "faq-javascript", permuted);
     assert_eq!(st, 200, "{v}");
+    // Inference-protocol clients see the swap as the function does: the same scores, in the
+    // permuted index's order.
+    let after = oip_scores(s);
+    assert_ne!(after, before);
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    assert_eq!(sorted(after.clone()), sorted(before.clone()));
     let original_digest = hex_sha256(&original);
     assert_eq!(v["previous_digest"], original_digest.as_str(), "{v}");
     assert_eq!(best_match(s).unwrap(), "array-remove-item");
@@ -426,6 +436,29 @@ fn a_bad_model_is_refused_and_model_rollback_restores_the_previous_version() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["digest"], original_digest.as_str());
     assert_eq!(best_match(s).unwrap(), "array-clone");
+    assert_eq!(oip_scores(s), before);
+}
+
+/// The FAQ index's scores for one fixed query, through the inference protocol.
+fn oip_scores(s: &Server) -> Vec<f64> {
+    let query: Vec<f32> = (0..384).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    let request = serde_json::json!({
+        "inputs": [{"name": "query", "shape": [1, 384], "datatype": "FP32", "data": query}],
+    });
+    let (st, v) = parse(
+        client()
+            .post(s.url("/v2/models/faq-javascript/infer"))
+            .json(&request)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{v}");
+    v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

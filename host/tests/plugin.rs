@@ -126,8 +126,39 @@ fn answers_spins_help_probe_and_names_what_is_wrong_in_a_locked_app() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && help.contains("--listen"), "{help}");
 
+    // Spin's own trigger options, which `spin up` passes on: refused, saying why.
+    for (args, why) in [
+        (&["--runtime-config-file", "rc.toml"][..], "SPIN_VARIABLE_"),
+        (&["--state-dir=.spin"][..], "key-value"),
+        (&["-q"][..], "stdout"),
+        (&["--disable-cache"][..], "--no-compile-cache"),
+    ] {
+        let out = plugin_command(work.path()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("`spin up {}`", args[0].split('=').next().unwrap())) && err.contains(why),
+            "{err}"
+        );
+    }
+
     let lock = work.path().join("spin.lock");
     let text = std::fs::read_to_string(&lock).unwrap();
+    // An app `spin up` pulled from an OCI registry (`spin up -f ghcr.io/...`).
+    let origin = file_url(&root().join("spin.toml"));
+    assert!(text.contains(&origin));
+    std::fs::write(&lock, text.replace(&origin, "oci:ghcr.io/example/scoria-demo:v1")).unwrap();
+    let out = plugin_command(work.path())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("metadata.origin") && err.contains("OCI registry") && err.contains("local spin.toml"),
+        "{err}"
+    );
+
     std::fs::write(&lock, text.replace("\"route\": \"/faq\"", "\"rout\": \"/faq\"")).unwrap();
     let out = plugin_command(work.path())
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])

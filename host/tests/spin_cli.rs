@@ -95,11 +95,17 @@ struct SpinUp {
 
 impl SpinUp {
     fn start(spin: &Spin, dir: &Path, extra: &[&str]) -> SpinUp {
+        Self::start_with_env(spin, dir, extra, &[])
+    }
+
+    /// `spin up` in `dir` with `env` added to its environment.
+    fn start_with_env(spin: &Spin, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> SpinUp {
         let port = free_port();
         let mut child = spin
             .command(dir)
             .args(["up", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -509,6 +515,66 @@ fn a_function_from_the_template_builds_answers_and_is_rebuilt_by_spin_watch() {
 }
 
 #[test]
+fn spin_variables_reach_the_app_as_under_scoria_up() {
+    let spin = Spin::with_plugin();
+    let ask = |base: &str| {
+        parse(
+            client()
+                .post(format!("{base}/faq"))
+                .header("content-type", "text/plain")
+                .body("remove an item from an array")
+                .send()
+                .unwrap(),
+        )
+    };
+    // The demo's `faq_min_score` from the environment: a minimum no match reaches.
+    let up = SpinUp::start_with_env(&spin, &root(), &[], &[("SPIN_VARIABLE_FAQ_MIN_SCORE", "0.99")]);
+    let (status, v) = ask(&up.base);
+    assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(true)), "{v}");
+    assert_no_plugin_warnings(&up.stop("-INT"));
+
+    // From `.env` in the folder `spin up` runs in, with the app named by `-f`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "SPIN_VARIABLE_FAQ_MIN_SCORE=0.99\n").unwrap();
+    let manifest = root().join("spin.toml");
+    let up = SpinUp::start(&spin, dir.path(), &["-f", manifest.to_str().unwrap()]);
+    let (status, v) = ask(&up.base);
+    assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(true)), "{v}");
+    assert_no_plugin_warnings(&up.stop("-INT"));
+
+    // The default when nothing sets it: the answer `scoria up` gives.
+    let up = SpinUp::start(&spin, &root(), &[]);
+    let (status, v) = ask(&up.base);
+    assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(false)), "{v}");
+    drop(up);
+
+    // A required variable without a value stops `spin up`, saying how to set it. (Spin maps
+    // only files inside the app's folder, so this manifest sits beside the project's.)
+    let demo = std::fs::read_to_string(root().join("spin.toml")).unwrap();
+    let required = demo.replace(
+        "faq_min_score = { default = \"0.5\" }",
+        "faq_min_score = { required = true }",
+    );
+    assert_ne!(demo, required, "spin.toml no longer declares faq_min_score");
+    let manifest = root().join(format!("spin-required-{}.toml", std::process::id()));
+    std::fs::write(&manifest, required).unwrap();
+    let out = spin
+        .command(&root())
+        .args(["up", "-f", manifest.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output();
+    std::fs::remove_file(&manifest).unwrap();
+    let out = out.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("SPIN_VARIABLE_FAQ_MIN_SCORE=..."), "{text}");
+}
+
+#[test]
 fn spins_own_up_options_reach_the_app() {
     let spin = Spin::with_plugin();
     let ask = |base: &str| {
@@ -521,10 +587,10 @@ fn spins_own_up_options_reach_the_app() {
         parse(r)
     };
 
-    // `--env` sets a component's environment: a minimum score no match reaches.
-    let up = SpinUp::start(&spin, &root(), &["-e", "SCORIA_MIN_SCORE=0.99"]);
+    // `--env` sets a component's environment: a question limit this one is over.
+    let up = SpinUp::start(&spin, &root(), &["-e", "SCORIA_MAX_QUESTION_BYTES=8"]);
     let (status, v) = ask(&up.base);
-    assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(true)), "{v}");
+    assert_error(status, &v, 413, "question_too_large");
     assert_no_plugin_warnings(&up.stop("-INT"));
 
     // `-c` runs only the components named.
@@ -541,6 +607,20 @@ fn spins_own_up_options_reach_the_app() {
     );
     assert_eq!((status, labels(&v)[0].as_str()), (200, "tiger cat"));
     drop(up);
+
+    // An option of Spin's own triggers is refused by the plugin, naming it and why.
+    let out = spin
+        .command(&root())
+        .args(["up", "--runtime-config-file", "runtime-config.toml", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("`spin up --runtime-config-file`") && err.contains("SPIN_VARIABLE_"),
+        "{err}"
+    );
 
     // `--temp` is where Spin copies the mounted files the plugin then reads.
     let temp = tempfile::tempdir().unwrap();

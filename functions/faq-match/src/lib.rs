@@ -8,8 +8,9 @@
 //!
 //! Configuration from the manifest's `environment`:
 //! - `SCORIA_FAQ_INDEX` (required): the index model; its card names the embedding model.
-//! - `SCORIA_MIN_SCORE` (default 0.5): below it a match is not returned; with no match left
-//!   the answer is `"matches": [], "no_match": true`.
+//! - the Spin variable `min_score` (`[component.faq-match.variables]`), else `SCORIA_MIN_SCORE`,
+//!   else 0.5: below it a match is not returned; with no match left the answer is
+//!   `"matches": [], "no_match": true`.
 //! - `SCORIA_MAX_QUESTION_BYTES` (default 8192): longer questions get 413.
 //!
 //! Every answer carries `Server-Timing` entries for its steps: reading the model cards
@@ -136,7 +137,7 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
     }
     let min_score = match q.min_score {
         Some(s) => s,
-        None => request::env_or("SCORIA_MIN_SCORE", 0.5f32)?,
+        None => request::variable_or_env("min_score", "SCORIA_MIN_SCORE", 0.5f32).await?,
     };
 
     let index_name = request::env_required("SCORIA_FAQ_INDEX")?;

@@ -16,11 +16,20 @@
 //! - `.../nn-shape`, `.../nn-type`, `.../nn-unknown`: hand wasi-nn a tensor of the wrong
 //!   shape, of the wrong type, or ask for a model that does not exist;
 //! - `.../count`: how many requests this instance has served, this one included (1 in a
-//!   fresh instance; more only where the manifest lets instances be reused).
+//!   fresh instance; more only where the manifest lets instances be reused);
+//! - `.../variable?name=...`: what `spin:variables` and `wasi:config/store` answer for that
+//!   component variable, as JSON.
 
 use scoria_guest::nn::{infer, F32Tensor};
 use spin_sdk::http::Request;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+// spin-sdk offers `wasi:config` only in its experimental world; the vendored WIT is the same.
+spin_sdk::wit_bindgen::generate!({
+    runtime_path: "spin_sdk::wit_bindgen::rt",
+    path: "../../wit/deps/wasi-config@0.2.0-draft-2024-09-27",
+    world: "wasi:config/imports",
+});
 
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> spin_sdk::http::Response<String> {
@@ -35,6 +44,7 @@ async fn handle(req: Request) -> spin_sdk::http::Response<String> {
         "trap" => panic!("deliberate trap"),
         "sandbox" => sandbox_report(),
         "outbound" => outbound(query.strip_prefix("url=").unwrap_or("")).await,
+        "variable" => variable(query.strip_prefix("name=").unwrap_or("")).await,
         "loop" => spin_forever(),
         "memory" => hog_memory(),
         "stack" => format!("{}", recurse(std::hint::black_box(1))),
@@ -52,6 +62,24 @@ async fn handle(req: Request) -> spin_sdk::http::Response<String> {
         other => format!("unknown path {other}"),
     };
     spin_sdk::http::Response::new(body)
+}
+
+/// Both interfaces' answers for `name`, and `wasi:config`'s whole list.
+async fn variable(name: &str) -> String {
+    let spin = match spin_sdk::variables::get(name).await {
+        Ok(v) => serde_json::json!({ "value": v }),
+        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    };
+    use wasi::config::store;
+    let config = match store::get(name) {
+        Ok(v) => serde_json::json!({ "value": v }),
+        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    };
+    let all = match store::get_all() {
+        Ok(pairs) => serde_json::json!(pairs),
+        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    };
+    serde_json::json!({ "spin": spin, "config": config, "config_all": all }).to_string()
 }
 
 fn spin_forever() -> String {

@@ -1,5 +1,6 @@
 //! Reading what every function reads from its request and its environment, one way for all:
-//! the media type, the `k` query parameter, and settings from the manifest's `environment`.
+//! the media type, the `k` query parameter, and settings from the manifest's `environment` or
+//! from Spin variables (`[component.<id>.variables]`).
 //!
 //! A bad setting is the deployment's mistake, not the client's: a 500 `misconfigured` that
 //! names the variable and its value, never a silent fall-back to the default.
@@ -37,6 +38,19 @@ pub fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, ApiError> {
             .parse()
             .map_err(|_| misconfigured(format!("{name}=`{v}` is not valid"))),
         Err(_) => Ok(default),
+    }
+}
+
+/// The setting `variable` from the component's Spin variables (`[component.<id>.variables]`,
+/// usually a template over an application variable the operator sets with
+/// `SPIN_VARIABLE_<NAME>`), else `env` from its environment, else `default`.
+pub async fn variable_or_env<T: FromStr>(variable: &str, env: &str, default: T) -> Result<T, ApiError> {
+    match spin_sdk::variables::get(variable).await {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| misconfigured(format!("the variable {variable}=`{v}` is not valid"))),
+        Err(spin_sdk::variables::Error::Undefined(_)) => env_or(env, default),
+        Err(e) => Err(misconfigured(format!("the variable {variable}: {e}"))),
     }
 }
 

@@ -202,6 +202,36 @@ impl LoadedModel {
         Ok(self.name_outputs(self.graph.run(&inputs)?))
     }
 
+    /// Validate `inputs` against the card, then run them as every request does: merged into a
+    /// batch when this model batches, else on the shared inference threads. Guests' `compute`
+    /// and the inference protocol both come through here, so they get the same checks and
+    /// batching; a request that fails the checks never reaches the backend.
+    pub async fn run(
+        self: &Arc<Self>,
+        pool: &InferencePool,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<(Vec<(String, Tensor)>, crate::metrics::InferenceRun), NnError> {
+        let start = std::time::Instant::now();
+        let inputs = self.prepare(inputs)?;
+        let (outputs, run) = match &self.batcher {
+            Some(batcher) => batcher.compute(inputs).await?,
+            None => {
+                let items = batch::items(&inputs);
+                let job = self.clone();
+                let (queued, outputs) = pool.run(move || job.graph.run(&inputs)).await?;
+                let run = crate::metrics::InferenceRun {
+                    queued,
+                    ran: start.elapsed().saturating_sub(queued),
+                    items,
+                    rows: items,
+                    leader: true,
+                };
+                (outputs?, run)
+            }
+        };
+        Ok((self.name_outputs(outputs), run))
+    }
+
     /// Validate named inputs against the card and put them in the card's order.
     pub fn prepare(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, NnError> {
         let specs = &self.entry.card.inputs;

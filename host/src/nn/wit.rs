@@ -6,7 +6,7 @@
 //! bytes from a guest is refused, since it would let any request allocate a model.
 
 use super::{ErrorKind, LoadedModel, ModelRegistry, NnError, Tensor};
-use crate::metrics::{InferenceRun, Metrics};
+use crate::metrics::Metrics;
 use crate::models::DType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,32 +165,10 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             tensors.push((name, self.table.delete(t)?));
         }
         let start = Instant::now();
-        let result = match model.prepare(tensors) {
-            Err(e) => Err(e),
-            Ok(inputs) => match &model.batcher {
-                Some(batcher) => batcher.compute(inputs).await,
-                None => {
-                    let items = super::batch::items(&inputs);
-                    let job = model.clone();
-                    self.ctx
-                        .models
-                        .pool()
-                        .run(move || job.graph.run(&inputs))
-                        .await
-                        .and_then(|(queued, r)| {
-                            let run = InferenceRun {
-                                queued,
-                                ran: start.elapsed().saturating_sub(queued),
-                                items,
-                                rows: items,
-                                leader: true,
-                            };
-                            r.map(|outputs| (outputs, run))
-                        })
-                }
-            }
-            .map(|(outputs, run)| (run, model.name_outputs(outputs))),
-        };
+        let result = model
+            .run(self.ctx.models.pool(), tensors)
+            .await
+            .map(|(outputs, run)| (run, outputs));
         if let Some(t) = &self.ctx.timing {
             t.add(start.elapsed());
         }

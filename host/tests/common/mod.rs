@@ -47,6 +47,20 @@ impl Server {
         Self::spawn(cmd, port)
     }
 
+    /// `scoria up` of `manifest` started in `dir` (where it reads `.env`), with `env` set.
+    pub fn start_in(dir: &Path, manifest: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scoria"));
+        cmd.current_dir(dir)
+            .arg("up")
+            .arg("--manifest")
+            .arg(manifest)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied());
+        Self::spawn(cmd, port)
+    }
+
     /// Run `cmd` (a `scoria` that will listen on `port`) and wait until it is ready.
     pub fn spawn(mut cmd: Command, port: u16) -> Server {
         let mut child = cmd
