@@ -8,6 +8,8 @@
 //! - `index.onnx`: `scores[b, n] = query[b, dim] x matrix[dim, n]`, the entries' unit-length
 //!   embeddings as columns, so a score is the cosine similarity;
 //! - `entries.jsonl`: the entries in column order, which the function reads for ids and text;
+//! - `lexical.json`: the BM25 weights of the list's words ([`text::lexical`]), which the
+//!   function fuses with the cosine (dense + weight x lexical);
 //! - `model.toml`: an ordinary card, whose `[preprocess]` records the digests of the list and
 //!   of the embedding model. [`is_current`] compares them, so `scoria up` rebuilds a stale
 //!   index at start-up and otherwise reuses it.
@@ -23,6 +25,13 @@ use tract_onnx::pb;
 
 /// The file that makes a model folder an index.
 pub const SPEC_FILE: &str = "index.toml";
+
+/// The list's BM25 weights, beside the index model.
+pub const LEXICAL_FILE: &str = "lexical.json";
+
+/// Part of every index's digest: an index written by an older `scoria index` (one without
+/// [`LEXICAL_FILE`], say) is stale and rebuilt.
+const FORMAT: &str = "index-format:2";
 
 /// Why an index could not be read or built; every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +108,11 @@ pub struct ListEntry {
     /// Other phrasings of the question; an entry scores as its best-matching phrasing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alternatives: Vec<String>,
+    /// More text about the entry (a Stack Overflow question's own text, say), plain text once
+    /// read: HTML tags and entities are stripped. Matched lexically only, and not copied into
+    /// `entries.jsonl` since answers never show it.
+    #[serde(default, skip_serializing)]
+    pub body: Option<String>,
 }
 
 impl ListEntry {
@@ -108,9 +122,11 @@ impl ListEntry {
     }
 }
 
-/// Read a list: JSON Lines (`{"id", "question", "answer"?, "alternatives"?}` per line) or
-/// TSV (`id<TAB>question[<TAB>answer]`), by extension. Blank lines and, in TSV, lines starting
-/// with `#` are skipped. Ids must be unique and questions non-empty.
+/// Read a list: JSON Lines (`{"id", "question", "answer"?, "alternatives"?, "body"?}` per
+/// line) or TSV, by extension. A TSV list is `id<TAB>question[<TAB>answer]`, or has a first
+/// line naming its columns from `id`, `question`, `answer`, `body` and `alternatives`
+/// (phrasings separated by `|`). Blank lines and, in TSV, lines starting with `#` are skipped.
+/// Ids must be unique and questions non-empty; a body's HTML is reduced to plain text.
 pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
     let text = std::fs::read_to_string(file).map_err(|source| IndexError::Read {
         file: file.to_path_buf(),
@@ -122,6 +138,7 @@ pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
         line,
         message,
     };
+    let mut columns: Option<Vec<Column>> = None;
     let mut entries: Vec<ListEntry> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, raw) in text.lines().enumerate() {
@@ -129,26 +146,22 @@ pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
         if raw.trim().is_empty() || (tsv && raw.starts_with('#')) {
             continue;
         }
-        let entry = if tsv {
-            let mut cols = raw.split('\t');
-            let (Some(id), Some(question)) = (cols.next(), cols.next()) else {
-                return Err(err(line, "expected `id<TAB>question[<TAB>answer]`".into()));
-            };
-            ListEntry {
-                id: id.trim().into(),
-                question: question.trim().into(),
-                answer: cols
-                    .next()
-                    .map(|a| a.trim().to_string())
-                    .filter(|a| !a.is_empty()),
-                alternatives: Vec::new(),
+        let mut entry = if tsv {
+            if columns.is_none()
+                && entries.is_empty()
+                && let Some(header) = Column::header(raw).map_err(|m| err(line, m))?
+            {
+                columns = Some(header);
+                continue;
             }
+            let columns = columns.as_deref().unwrap_or(&Column::DEFAULT);
+            Column::entry(columns, raw).map_err(|m| err(line, m))?
         } else {
             serde_json::from_str(raw).map_err(|e| {
                 err(
                     line,
                     format!(
-                        "{e}; expected {{\"id\": \"...\", \"question\": \"...\", \"answer\": \"...\", \"alternatives\": [\"...\"]}}"
+                        "{e}; expected {{\"id\": \"...\", \"question\": \"...\", \"answer\": \"...\", \"alternatives\": [\"...\"], \"body\": \"...\"}}"
                     ),
                 )
             })?
@@ -159,6 +172,7 @@ pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
         if entry.alternatives.iter().any(|a| a.trim().is_empty()) {
             return Err(err(line, "an entry of `alternatives` is empty".into()));
         }
+        entry.body = entry.body.as_deref().map(plain_text).filter(|b| !b.is_empty());
         if !seen.insert(entry.id.clone()) {
             return Err(err(line, format!("duplicate id `{}`", entry.id)));
         }
@@ -168,6 +182,165 @@ pub fn read_list(file: &Path) -> Result<Vec<ListEntry>, IndexError> {
         return Err(err(0, "the list has no entries".into()));
     }
     Ok(entries)
+}
+
+/// A column of a TSV list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Column {
+    Id,
+    Question,
+    Answer,
+    Body,
+    Alternatives,
+}
+
+impl Column {
+    /// The columns of a list without a header line.
+    const DEFAULT: [Column; 3] = [Column::Id, Column::Question, Column::Answer];
+
+    /// The columns a header line names, or `None` if `line` is not a header (its first cell
+    /// is not `id`).
+    fn header(line: &str) -> Result<Option<Vec<Column>>, String> {
+        let cells: Vec<&str> = line.split('\t').map(str::trim).collect();
+        if cells.first() != Some(&"id") {
+            return Ok(None);
+        }
+        let columns = cells
+            .iter()
+            .map(|c| match *c {
+                "id" => Ok(Column::Id),
+                "question" => Ok(Column::Question),
+                "answer" => Ok(Column::Answer),
+                "body" => Ok(Column::Body),
+                "alternatives" => Ok(Column::Alternatives),
+                other => Err(format!(
+                    "unknown column `{other}` in the header; columns are id, question, answer, body, alternatives"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(format!("column `{}` is named twice in the header", cells[i]));
+            }
+        }
+        if !columns.contains(&Column::Question) {
+            return Err("the header has no `question` column".into());
+        }
+        Ok(Some(columns))
+    }
+
+    /// One line of cells in the order of `columns`; missing trailing cells are empty.
+    fn entry(columns: &[Column], line: &str) -> Result<ListEntry, String> {
+        let cells: Vec<&str> = line.split('\t').map(str::trim).collect();
+        if cells.len() < 2 || cells.len() > columns.len() {
+            return Err(format!(
+                "expected {} tab-separated cells ({}), found {}",
+                if columns.len() > 2 {
+                    format!("2 to {}", columns.len())
+                } else {
+                    "2".into()
+                },
+                columns
+                    .iter()
+                    .map(|c| format!("{c:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cells.len()
+            ));
+        }
+        let mut e = ListEntry {
+            id: String::new(),
+            question: String::new(),
+            answer: None,
+            alternatives: Vec::new(),
+            body: None,
+        };
+        for (column, cell) in columns.iter().zip(cells) {
+            let some = || Some(cell.to_string()).filter(|c| !c.is_empty());
+            match column {
+                Column::Id => e.id = cell.into(),
+                Column::Question => e.question = cell.into(),
+                Column::Answer => e.answer = some(),
+                Column::Body => e.body = some(),
+                Column::Alternatives => {
+                    e.alternatives = cell
+                        .split('|')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// Plain text of an HTML fragment: tags removed (the contents of `script` and `style` too),
+/// entities decoded, runs of white space made one space. Text that merely contains `<` (as in
+/// `a < b`) is kept.
+pub fn plain_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find(['<', '&']) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if rest.starts_with('&') {
+            let (decoded, used) = entity(rest);
+            out.push_str(&decoded);
+            rest = &rest[used..];
+            continue;
+        }
+        let is_tag = rest[1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?'));
+        let Some(end) = rest.find('>').filter(|_| is_tag) else {
+            out.push('<');
+            rest = &rest[1..];
+            continue;
+        };
+        let tag = rest[1..end].to_ascii_lowercase();
+        rest = &rest[end + 1..];
+        for skipped in ["script", "style"] {
+            if tag.split_whitespace().next() == Some(skipped) {
+                let close = format!("</{skipped}");
+                let at = rest.to_ascii_lowercase().find(&close).unwrap_or(rest.len());
+                rest = &rest[at..];
+                rest = rest.find('>').map_or("", |e| &rest[e + 1..]);
+            }
+        }
+        out.push(' ');
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The text an entity at the start of `s` stands for, and how many bytes it took; an
+/// unknown one stands for itself.
+fn entity(s: &str) -> (String, usize) {
+    let Some(end) = s.find(';').filter(|&e| e <= 10) else {
+        return ("&".into(), 1);
+    };
+    let name = &s[1..end];
+    let c = match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        "nbsp" => Some(' '),
+        _ => name
+            .strip_prefix("#x")
+            .or_else(|| name.strip_prefix("#X"))
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
+            .and_then(char::from_u32),
+    };
+    match c {
+        Some(c) => (c.to_string(), end + 1),
+        None => ("&".into(), 1),
+    }
 }
 
 /// What an index's digests are computed from: the list, and everything that decides an
@@ -206,6 +379,7 @@ fn sources(repo: &Repository, dir: &Path, spec: &IndexSpec) -> Result<Sources, I
     h.update(model.card.sha256.as_bytes());
     h.update(Sha256::digest(&tokenizer));
     h.update(Sha256::digest(&vocab));
+    h.update(FORMAT);
     h.update(format!(
         "{}:{}:{}:{}",
         text.max_tokens, text.dim, text.pooling, text.normalize
@@ -304,6 +478,12 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
             message: e.to_string(),
         })?;
     write(&dir.join("entries.jsonl"), jsonl.as_bytes())?;
+    let lexical = lexical_index(&encoder, &entries)?;
+    let lexical = serde_json::to_vec(&lexical).map_err(|e| IndexError::Invalid {
+        file: src.list_file.clone(),
+        message: e.to_string(),
+    })?;
+    write(&dir.join(LEXICAL_FILE), &lexical)?;
     let list = spec.list.display().to_string();
     let model = &spec.embedding_model;
     let card = card::IndexCard {
@@ -321,6 +501,7 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
         preprocess: card::IndexPreprocess {
             embedding_model: model,
             entries: "entries.jsonl",
+            lexical: LEXICAL_FILE,
             list_sha256: &src.list_sha256,
             embedding_sha256: &src.embedding_sha256,
         },
@@ -331,6 +512,30 @@ pub fn build(repo: &Repository, dir: &Path, embedder: &LoadedModel) -> Result<us
     })?;
     write(&dir.join("model.toml"), card.as_bytes())?;
     Ok(n)
+}
+
+/// The BM25 weights of the list's words (`lexical.json`, read by faq-match): an entry's
+/// document is its question, alternatives, body and answer, each truncated to what the
+/// embedding model reads.
+fn lexical_index(
+    encoder: &TextEncoder,
+    entries: &[ListEntry],
+) -> Result<text::lexical::LexicalIndex, IndexError> {
+    let docs = entries
+        .iter()
+        .map(|e| {
+            let texts = e.phrasings().chain(e.body.as_deref()).chain(e.answer.as_deref());
+            let mut doc = Vec::new();
+            for text in texts {
+                doc.extend(encoder.terms(text).map_err(|err| IndexError::Embed {
+                    text: text.chars().take(60).collect(),
+                    message: err.to_string(),
+                })?);
+            }
+            Ok(doc)
+        })
+        .collect::<Result<Vec<_>, IndexError>>()?;
+    Ok(text::lexical::LexicalIndex::build(&docs))
 }
 
 /// One text's embedding, exactly as the functions compute it.
@@ -570,6 +775,7 @@ mod card {
     pub struct IndexPreprocess<'a> {
         pub embedding_model: &'a str,
         pub entries: &'a str,
+        pub lexical: &'a str,
         pub list_sha256: &'a str,
         pub embedding_sha256: &'a str,
     }
@@ -624,6 +830,7 @@ mod tests {
             preprocess: card::IndexPreprocess {
                 embedding_model: "minilm",
                 entries: "entries.jsonl",
+                lexical: LEXICAL_FILE,
                 list_sha256: "aa",
                 embedding_sha256: "bb",
             },
@@ -738,6 +945,77 @@ mod tests {
         );
         assert_eq!(shape, [2, 2]);
         assert_eq!(scores, [1.0, 0.8, 1.0, 0.6]);
+    }
+
+    #[test]
+    fn bodies_lose_their_html_and_tsv_headers_name_the_columns() {
+        assert_eq!(
+            plain_text(
+                "<p>Use <code>a &lt; b</code>&nbsp;&amp; <b>x</b>&#39;s &#x41;</p>\n<script>var x = '<p>';</script>if a < b &unknown; ok"
+            ),
+            "Use a < b & x 's A if a < b &unknown; ok"
+        );
+        let t = tempfile::tempdir().unwrap();
+        let jsonl = t.path().join("a.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"id\": \"a\", \"question\": \"Q\", \"body\": \"<div>Some <i>text</i></div>\"}\n{\"id\": \"b\", \"question\": \"R\", \"body\": \"<br/>\"}\n",
+        )
+        .unwrap();
+        let e = read_list(&jsonl).unwrap();
+        assert_eq!(e[0].body.as_deref(), Some("Some text"));
+        assert_eq!(e[1].body, None, "a body of tags only is no body");
+        // The body stays out of what the function reads back.
+        assert!(!serde_json::to_string(&e[0]).unwrap().contains("body"));
+
+        let tsv = t.path().join("b.tsv");
+        std::fs::write(
+            &tsv,
+            "id\tquestion\talternatives\tbody\nx\tWhat?\tWhat is it? | What's that?\t<p>More</p>\ny\tWhy?\n",
+        )
+        .unwrap();
+        let e = read_list(&tsv).unwrap();
+        assert_eq!(e[0].alternatives, ["What is it?", "What's that?"]);
+        assert_eq!(e[0].body.as_deref(), Some("More"));
+        assert_eq!((e[1].id.as_str(), e[1].answer.as_deref()), ("y", None));
+
+        for (text, says) in [
+            (
+                "id\tquestion\tcolour\nx\tWhat?\n",
+                "line 1: unknown column `colour`",
+            ),
+            (
+                "id\tanswer\nx\tThat.\n",
+                "line 1: the header has no `question` column",
+            ),
+            ("id\tquestion\tid\n", "named twice"),
+            (
+                "id\tquestion\nx\tWhat?\tThat.\n",
+                "line 2: expected 2 tab-separated cells",
+            ),
+            (
+                "id\tquestion\nx\t \n",
+                "line 2: `id` and `question` must not be empty",
+            ),
+            ("x\tWhat?\n\n\nx\tAgain?\n", "line 4: duplicate id `x`"),
+        ] {
+            std::fs::write(&tsv, text).unwrap();
+            let msg = read_list(&tsv).unwrap_err().to_string();
+            assert!(msg.contains(says), "{text:?}: {msg}");
+        }
+        for (text, says) in [
+            (
+                "{\"id\": \"a\", \"question\": \"Q\", \"body\": 3}",
+                "line 1: invalid type",
+            ),
+            ("{\"id\": 1, \"question\": \"Q\"}", "line 1: invalid type"),
+            ("{\"id\": \"a\", \"question\": \"\"}", "must not be empty"),
+            ("", "no entries"),
+        ] {
+            std::fs::write(&jsonl, text).unwrap();
+            let msg = read_list(&jsonl).unwrap_err().to_string();
+            assert!(msg.contains(says), "{text:?}: {msg}");
+        }
     }
 
     #[test]

@@ -46,9 +46,11 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 /// Paraphrase accuracy on the development set, and no confident answer for questions the
-/// list does not cover. Thresholds sit a few points under the measured figures (75.4% top-1,
-/// 88.7% top-3, 1 false match in 20 at the deployed minimum score), so a regression in
-/// tokenising, pooling, the index or the model fails here.
+/// list does not cover, as deployed (cosine + 0.7 x BM25, minimum 0.55). Top-1 and top-3 sit a
+/// few points under the measured figures (78.9%, 91.5%; `./dev faq-eval`), so a regression in
+/// tokenising, pooling, the index, the lexical scores or the model fails here; unrelated
+/// questions are held to the target (at most 10% matched; 1 of 40 measured). The targets of
+/// 90% top-1 and 98% top-3 are not met yet (docs/faq.md).
 #[test]
 fn paraphrases_find_their_entry_and_unrelated_questions_find_none() {
     let s = Server::start("spin.toml", &[]);
@@ -76,12 +78,12 @@ fn paraphrases_find_their_entry_and_unrelated_questions_find_none() {
     }
     let (r1, r3) = (top1 as f64 / n as f64, top3 as f64 / n as f64);
     println!("top-1 {r1:.3}, top-3 {r3:.3} on {n}; {false_matches}/{none} false matches");
-    assert!(n >= 150 && none >= 20, "the evaluation set shrank: {n} + {none}");
-    assert!(r1 >= 0.70, "top-1 accuracy {r1:.3} < 0.70");
-    assert!(r3 >= 0.85, "top-3 accuracy {r3:.3} < 0.85");
+    assert!(n >= 220 && none >= 40, "the evaluation set shrank: {n} + {none}");
+    assert!(r1 >= 0.76, "top-1 accuracy {r1:.3} < 0.76");
+    assert!(r3 >= 0.89, "top-3 accuracy {r3:.3} < 0.89");
     assert!(
-        false_matches <= 2,
-        "{false_matches} of {none} unrelated questions matched"
+        false_matches * 10 <= none,
+        "{false_matches} of {none} unrelated questions matched (the target is at most 10%)"
     );
 }
 
@@ -105,7 +107,17 @@ fn every_request_form_gets_ranked_matches() {
         scores.windows(2).all(|w| w[0] >= w[1]),
         "not best first: {scores:?}"
     );
-    assert!(scores.iter().all(|&x| (0.5..=1.0001).contains(&x)), "{scores:?}");
+    // At least the deployed minimum, at most a cosine of 1 plus the lexical weight.
+    assert!(scores.iter().all(|&x| (0.55..=1.7001).contains(&x)), "{scores:?}");
+    for m in matches {
+        let (score, cosine, lexical) = (
+            m["score"].as_f64().unwrap(),
+            m["cosine"].as_f64().unwrap(),
+            m["lexical"].as_f64().unwrap(),
+        );
+        assert!((score - (cosine + 0.7 * lexical)).abs() < 1e-4, "{m}");
+        assert!((0.0..=1.0).contains(&lexical), "{m}");
+    }
     assert!(
         matches[0]["question"].as_str().unwrap().contains("duplicate"),
         "{v}"
@@ -188,6 +200,12 @@ fn bad_questions_get_4xx_json_errors_and_harm_nothing() {
             br#"{"question": "sort", "min_score": 7}"#.to_vec(),
             400,
             "invalid_min_score",
+        ),
+        (
+            "application/json",
+            br#"{"question": "sort", "lexical_weight": -1}"#.to_vec(),
+            400,
+            "invalid_lexical_weight",
         ),
         ("text/plain", Vec::new(), 400, "empty_question"),
         ("text/plain", b"caf\xc3 \xff\xfe".to_vec(), 400, "invalid_utf8"),
@@ -441,4 +459,63 @@ licence = "CC0-1.0"
         with_alternatives > plain + 0.1,
         "{plain} without alternatives, {with_alternatives} with: {v}"
     );
+}
+
+/// An entry's `body` is matched word for word: its HTML is stripped when the list is indexed,
+/// and a question quoting an error message from it finds the entry through the lexical score,
+/// which `lexical_weight` 0 turns off.
+#[test]
+fn an_entrys_body_finds_it_by_its_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = repository_with_minilm(tmp.path());
+    let entries = [
+        json!({"id": "cors", "question": "Why does my call to another site fail?",
+               "body": "<p>The console says <code>No &#39;Access-Control-Allow-Origin&#39; header is present on the requested resource</code>.</p>"}),
+        json!({"id": "parse", "question": "Why does reading my settings fail?",
+               "body": "<p>I get <code>SyntaxError: Unexpected token &lt; in JSON at position 0</code></p>"}),
+        json!({"id": "slow", "question": "Why is my page so slow to load?"}),
+    ];
+    let list: String = entries.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(tmp.path().join("help.jsonl"), list).unwrap();
+    let manifest = faq_manifest(
+        tmp.path(),
+        &models,
+        "faq-help",
+        "",
+        r#"[component.faq-match.tool.scoria.indexes.faq-help]
+list = "help.jsonl"
+embedding_model = "all-minilm-l6-v2"
+licence = "CC0-1.0"
+"#,
+    );
+    let s = Server::start_with_models(manifest.to_str().unwrap(), &models, &[]);
+    for (question, want) in [
+        ("Access-Control-Allow-Origin header is present", "cors"),
+        ("Unexpected token < in JSON at position 0", "parse"),
+    ] {
+        let (status, v) = ask(&s, json!({"question": question, "k": 3, "min_score": -1}));
+        assert_eq!(status, 200, "{v}");
+        let first = &v["matches"][0];
+        assert_eq!(first["id"], want, "{v}");
+        assert!(first["lexical"].as_f64().unwrap() > 0.2, "{v}");
+        let (_, v) = ask(
+            &s,
+            json!({"question": question, "k": 3, "min_score": -1, "lexical_weight": 0}),
+        );
+        let lexical: Vec<f64> = v["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["lexical"].as_f64().unwrap())
+            .collect();
+        assert!(lexical.iter().all(|&l| l == 0.0), "{v}");
+    }
+    // The stripped body is indexed, not shown: answers never carry it.
+    let (_, v) = ask(&s, json!({"question": "CORS error", "min_score": -1}));
+    assert!(
+        !v.to_string().contains("body") && !v.to_string().contains("<code>"),
+        "{v}"
+    );
+    let entries = std::fs::read_to_string(models.join("faq-help/entries.jsonl")).unwrap();
+    assert!(!entries.contains("Access-Control"), "{entries}");
 }

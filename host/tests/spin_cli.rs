@@ -552,7 +552,7 @@ fn spin_variables_reach_the_app_as_under_scoria_up() {
     // only files inside the app's folder, so this manifest sits beside the project's.)
     let demo = std::fs::read_to_string(root().join("spin.toml")).unwrap();
     let required = demo.replace(
-        "faq_min_score = { default = \"0.5\" }",
+        "faq_min_score = { default = \"0.55\" }",
         "faq_min_score = { required = true }",
     );
     assert_ne!(demo, required, "spin.toml no longer declares faq_min_score");

@@ -2,15 +2,18 @@
 //!
 //! Request path: parse the question -> tokenise (the embedding model's `tokenizer.json`) ->
 //! `wasi:nn` compute on the embedding model -> mean pooling and L2 normalisation -> `wasi:nn`
-//! compute on the list's index model (one matrix product: a cosine score per entry) -> top k
-//! above the minimum score -> JSON. The list is data: `scoria index` turns it into an index
+//! compute on the list's index model (one matrix product: a cosine score per entry) -> plus
+//! `lexical_weight` x the entry's BM25 score over the same tokens (`lexical.json` of the index,
+//! see `text::lexical`) -> top k above the minimum score -> JSON. The list is data: `scoria index` turns it into an index
 //! model, and the manifest names the index, so another list needs no rebuild of this code.
 //!
 //! Configuration from the manifest's `environment`:
 //! - `SCORIA_FAQ_INDEX` (required): the index model; its card names the embedding model.
 //! - the Spin variable `min_score` (`[component.faq-match.variables]`), else `SCORIA_MIN_SCORE`,
-//!   else 0.5: below it a match is not returned; with no match left the answer is
+//!   else 0.55: below it a match is not returned; with no match left the answer is
 //!   `"matches": [], "no_match": true`.
+//! - the Spin variable `lexical_weight`, else `SCORIA_LEXICAL_WEIGHT`, else 0.7: how much the
+//!   lexical score adds to the cosine (0: embeddings only).
 //! - `SCORIA_MAX_QUESTION_BYTES` (default 8192): longer questions get 413.
 //!
 //! Every answer carries `Server-Timing` entries for its steps: reading the model cards
@@ -26,18 +29,26 @@ use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{Method, Request};
 use std::cell::OnceCell;
 use std::rc::Rc;
+use text::lexical::{fuse, LexicalIndex};
 use text::{TextEncoder, TextPreprocess};
 
 type Response = spin_sdk::http::Response<String>;
 
 const DEFAULT_K: usize = 5;
 const MAX_K: usize = 50;
+/// The defaults of `min_score` and `lexical_weight`, measured with `./dev faq-eval`
+/// (docs/faq.md): together they answer most in-list questions and few unrelated ones.
+const DEFAULT_MIN_SCORE: f32 = 0.55;
+const DEFAULT_LEXICAL_WEIGHT: f32 = 0.7;
+/// A score is at most `1 + lexical_weight`.
+const MAX_LEXICAL_WEIGHT: f32 = 4.0;
 
 thread_local! {
     /// The index's and the embedding model's cards, and the tokenizer, built by an instance's
     /// first request (see `scoria_guest::instance`).
     static CARDS: OnceCell<Rc<(Card<IndexPre>, Card<TextPreprocess>)>> = const { OnceCell::new() };
     static ENCODER: OnceCell<Rc<TextEncoder>> = const { OnceCell::new() };
+    static LEXICAL: OnceCell<Rc<LexicalIndex>> = const { OnceCell::new() };
 }
 
 #[spin_sdk::http_service]
@@ -62,6 +73,7 @@ struct JsonRequest {
     input: Option<String>,
     k: Option<usize>,
     min_score: Option<f32>,
+    lexical_weight: Option<f32>,
 }
 
 /// What an index card's `[preprocess]` says (written by `scoria index`).
@@ -69,6 +81,7 @@ struct JsonRequest {
 struct IndexPre {
     embedding_model: String,
     entries: String,
+    lexical: String,
 }
 
 /// One line of the index's `entries.jsonl`.
@@ -84,7 +97,10 @@ struct Entry {
 struct Match {
     id: String,
     question: String,
+    /// What the entries are ranked by: `cosine + lexical_weight x lexical`.
     score: f32,
+    cosine: f32,
+    lexical: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer: Option<String>,
 }
@@ -102,6 +118,7 @@ struct Question {
     text: String,
     k: usize,
     min_score: Option<f32>,
+    lexical_weight: Option<f32>,
 }
 
 async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
@@ -137,7 +154,14 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
     }
     let min_score = match q.min_score {
         Some(s) => s,
-        None => request::variable_or_env("min_score", "SCORIA_MIN_SCORE", 0.5f32).await?,
+        None => request::variable_or_env("min_score", "SCORIA_MIN_SCORE", DEFAULT_MIN_SCORE).await?,
+    };
+    let lexical_weight = match q.lexical_weight {
+        Some(w) => w,
+        None => {
+            request::variable_or_env("lexical_weight", "SCORIA_LEXICAL_WEIGHT", DEFAULT_LEXICAL_WEIGHT)
+                .await?
+        }
     };
 
     let index_name = request::env_required("SCORIA_FAQ_INDEX")?;
@@ -211,7 +235,25 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
             dims: vec![1, embedding.len() as u32],
             data: embedding,
         });
-        let scores = first_output(compute(&index.name, vec![(query_name, query)])?)?.data;
+        let cosine = first_output(compute(&index.name, vec![(query_name, query)])?)?.data;
+        let lexical = if lexical_weight == 0.0 {
+            vec![0.0; cosine.len()]
+        } else {
+            let weights = instance::keep(&LEXICAL, || {
+                let path = format!("{MODELS_ROOT}/{}/{}", index.name, index.preprocess.lexical);
+                let bytes = mount::read(&path).map_err(|e| {
+                    ApiError::internal("index_unreadable", format!("cannot read {path}: {e}"))
+                })?;
+                serde_json::from_slice::<LexicalIndex>(&bytes).map_err(|e| {
+                    ApiError::internal("index_invalid", format!("{path}: {e}; rebuild the index"))
+                })
+            })?;
+            let terms = encoder
+                .terms(&q.text)
+                .map_err(|e| ApiError::bad_request("empty_question", e.to_string()))?;
+            weights.scores(&terms)
+        };
+        let scores = fuse(&cosine, &lexical, lexical_weight);
         let best: Vec<usize> = text::top_k(&scores, q.k)
             .into_iter()
             .filter(|&i| scores[i] >= min_score)
@@ -224,6 +266,8 @@ async fn answer(req: Request, timing: &mut Timing) -> Result<String, ApiError> {
                     id: e.id,
                     question: e.question,
                     score: scores[i],
+                    cosine: cosine[i],
+                    lexical: lexical.get(i).copied().unwrap_or(0.0),
                     answer: e.answer,
                 })
                 .collect::<Vec<_>>(),
@@ -277,10 +321,21 @@ fn parse(body: &[u8], content_type: Option<&str>, query_k: Option<usize>) -> Res
             k => k.unwrap_or(DEFAULT_K),
         };
         if let Some(s) = req.min_score {
-            if !(-1.0..=1.0).contains(&s) {
+            if !(-1.0..=1.0 + MAX_LEXICAL_WEIGHT).contains(&s) {
                 return Err(ApiError::bad_request(
                     "invalid_min_score",
-                    format!("min_score must be from -1 to 1, not {s}"),
+                    format!(
+                        "min_score must be from -1 to {}, not {s}",
+                        1.0 + MAX_LEXICAL_WEIGHT
+                    ),
+                ));
+            }
+        }
+        if let Some(w) = req.lexical_weight {
+            if !(0.0..=MAX_LEXICAL_WEIGHT).contains(&w) {
+                return Err(ApiError::bad_request(
+                    "invalid_lexical_weight",
+                    format!("lexical_weight must be from 0 to {MAX_LEXICAL_WEIGHT}, not {w}"),
                 ));
             }
         }
@@ -288,12 +343,14 @@ fn parse(body: &[u8], content_type: Option<&str>, query_k: Option<usize>) -> Res
             text,
             k,
             min_score: req.min_score,
+            lexical_weight: req.lexical_weight,
         }
     } else {
         Question {
             text: text.to_string(),
             k: query_k.unwrap_or(DEFAULT_K),
             min_score: None,
+            lexical_weight: None,
         }
     };
     if q.text.trim().is_empty() {

@@ -6,6 +6,8 @@
 //! Everything model-specific comes from the embedding model's card (`[preprocess]`, see
 //! [`TextPreprocess`]).
 
+pub mod lexical;
+
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,16 @@ impl TextEncoder {
             attention_mask: widen(enc.get_attention_mask()),
             token_type_ids: widen(enc.get_type_ids()),
         })
+    }
+
+    /// The tokens of a text without the model's special tokens, truncated as [`Self::encode`]
+    /// truncates: the words lexical matching ([`lexical`]) counts.
+    pub fn terms(&self, text: &str) -> Result<Vec<u32>, TextError> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
     }
 }
 
