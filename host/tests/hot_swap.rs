@@ -479,7 +479,7 @@ fn watch_reloads_a_model_whose_files_change() {
     )
     .unwrap();
     // The built index as a plain model (no index.toml: nothing rebuilds it here).
-    for f in ["index.onnx", "entries.jsonl", "model.toml"] {
+    for f in ["index.onnx", "entries.jsonl", "lexical.json", "model.toml"] {
         std::fs::copy(root().join("models/faq-javascript").join(f), index.join(f)).unwrap();
     }
     let manifest = faq_manifest(tmp.path(), &models, "faq-javascript", "", "");

@@ -36,7 +36,11 @@ fn spin_working_dir() -> tempfile::TempDir {
         &["model.toml", "imagenet-labels.txt"],
     );
     let faq = assets.join("faq-match");
-    copy_into(&faq, "faq-javascript", &["model.toml", "entries.jsonl"]);
+    copy_into(
+        &faq,
+        "faq-javascript",
+        &["model.toml", "entries.jsonl", "lexical.json"],
+    );
     copy_into(
         &faq,
         "all-minilm-l6-v2",

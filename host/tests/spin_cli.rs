@@ -528,14 +528,14 @@ fn spin_variables_reach_the_app_as_under_scoria_up() {
         )
     };
     // The demo's `faq_min_score` from the environment: a minimum no match reaches.
-    let up = SpinUp::start_with_env(&spin, &root(), &[], &[("SPIN_VARIABLE_FAQ_MIN_SCORE", "0.99")]);
+    let up = SpinUp::start_with_env(&spin, &root(), &[], &[("SPIN_VARIABLE_FAQ_MIN_SCORE", "1.8")]);
     let (status, v) = ask(&up.base);
     assert_eq!((status, &v["no_match"]), (200, &serde_json::json!(true)), "{v}");
     assert_no_plugin_warnings(&up.stop("-INT"));
 
     // From `.env` in the folder `spin up` runs in, with the app named by `-f`.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".env"), "SPIN_VARIABLE_FAQ_MIN_SCORE=0.99\n").unwrap();
+    std::fs::write(dir.path().join(".env"), "SPIN_VARIABLE_FAQ_MIN_SCORE=1.8\n").unwrap();
     let manifest = root().join("spin.toml");
     let up = SpinUp::start(&spin, dir.path(), &["-f", manifest.to_str().unwrap()]);
     let (status, v) = ask(&up.base);

@@ -171,7 +171,7 @@ fn an_operator_sets_the_faq_minimum_score_without_editing_the_manifest() {
     let s = Server::start_in(
         &root(),
         &root().join("spin.toml"),
-        &[("SPIN_VARIABLE_FAQ_MIN_SCORE", "0.99")],
+        &[("SPIN_VARIABLE_FAQ_MIN_SCORE", "1.8")],
     );
     let (status, v) = ask(&s);
     assert_eq!((status, &v["no_match"]), (200, &Value::Bool(true)), "{v}");
