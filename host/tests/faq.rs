@@ -272,6 +272,22 @@ fn repository_with_minilm(dir: &Path) -> std::path::PathBuf {
     models
 }
 
+/// A manifest in `dir` serving the list `dir/help.jsonl` as the index `faq-help`, built from
+/// `models` at start-up.
+fn help_manifest(dir: &Path, models: &Path) -> std::path::PathBuf {
+    faq_manifest(
+        dir,
+        models,
+        "faq-help",
+        "",
+        r#"[component.faq-match.tool.scoria.indexes.faq-help]
+list = "help.jsonl"
+embedding_model = "all-minilm-l6-v2"
+licence = "CC0-1.0"
+"#,
+    )
+}
+
 /// A second list is one `scoria index` command and a manifest change, with the same
 /// function binary; the manifest declares the list, and a changed list is re-indexed at
 /// start-up.
@@ -425,17 +441,7 @@ fn an_entrys_alternatives_find_it() {
         .map(|e| format!("{e}\n"))
         .collect::<String>()
     };
-    let manifest = faq_manifest(
-        tmp.path(),
-        &models,
-        "faq-help",
-        "",
-        r#"[component.faq-match.tool.scoria.indexes.faq-help]
-list = "help.jsonl"
-embedding_model = "all-minilm-l6-v2"
-licence = "CC0-1.0"
-"#,
-    );
+    let manifest = help_manifest(tmp.path(), &models);
     let manifest = manifest.to_str().unwrap();
     let question = json!({"question": "I'm locked out, I can't sign in anymore", "k": 3, "min_score": 0.0});
     let score_of_reset = |alternatives: bool| {
@@ -477,17 +483,7 @@ fn an_entrys_body_finds_it_by_its_words() {
     ];
     let list: String = entries.iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(tmp.path().join("help.jsonl"), list).unwrap();
-    let manifest = faq_manifest(
-        tmp.path(),
-        &models,
-        "faq-help",
-        "",
-        r#"[component.faq-match.tool.scoria.indexes.faq-help]
-list = "help.jsonl"
-embedding_model = "all-minilm-l6-v2"
-licence = "CC0-1.0"
-"#,
-    );
+    let manifest = help_manifest(tmp.path(), &models);
     let s = Server::start_with_models(manifest.to_str().unwrap(), &models, &[]);
     for (question, want) in [
         ("Access-Control-Allow-Origin header is present", "cors"),
